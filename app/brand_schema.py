@@ -1,0 +1,111 @@
+"""The shape of `brands.json`: one record per brand, only `name` required."""
+
+import unicodedata
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def normalize_key(text: str) -> str:
+    """The form names and aliases are compared in: NFC, casefolded, inner spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+class _Strict(BaseModel):
+    # A misspelt field ("hashtag" for "hashtags") must fail loudly, not vanish.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class Product(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    price: str | None = Field(None, max_length=50)
+
+
+class Brand(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    aliases: list[str] = []
+    industry: str = ""
+    description: str = ""
+    tone: list[str] = []
+    target_audience: str = ""
+    core_values: list[str] = []
+    visual_style: str = ""
+    hashtags: list[str] = []
+    emoji: list[str] = []
+    products: list[Product] = []
+    example_posts: list[str] = []
+    words_to_avoid: list[str] = []
+
+    @field_validator("products", mode="before")
+    @classmethod
+    def _product_strings(cls, value):
+        # A bare product name is a product with no description.
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("hashtags")
+    @classmethod
+    def _hashtags_start_with_hash(cls, value: list[str]) -> list[str]:
+        return [tag if tag.startswith("#") else f"#{tag}" for tag in value if tag.strip("# ")]
+
+    @property
+    def all_names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+class BrandFile(_Strict):
+    brands: list[Brand] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> "BrandFile":
+        owner: dict[str, str] = {}
+        for brand in self.brands:
+            for label in brand.all_names:
+                key = normalize_key(label)
+                if not key:
+                    raise ValueError(f"brand {brand.name!r} has an empty alias")
+                if key in owner and owner[key] != brand.name:
+                    raise ValueError(
+                        f"brand {brand.name!r}: name or alias {label!r} is already used by brand "
+                        f"{owner[key]!r}; every name and alias must point to one brand"
+                    )
+                owner[key] = brand.name
+        return self
+
+
+class BrandFileError(ValueError):
+    """A brands file that cannot be used, with a message naming the file, brand and field."""
+
+
+def _closest_field(name: str, depth: int) -> str:
+    import difflib
+
+    fields = Product.model_fields if depth > 4 else Brand.model_fields
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(fields)}"
+
+
+def describe_validation_error(exc: ValidationError, raw: object) -> str:
+    """Turn pydantic's locations (brands.3.hashtag) into 'brand "X", field "hashtag"'."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = list(err["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "brands" and isinstance(loc[1], int):
+            name = None
+            try:
+                name = raw["brands"][loc[1]].get("name")  # type: ignore[index]
+            except Exception:
+                pass
+            label = f"brand {name!r}" if name else f"brand #{loc[1] + 1}"
+            field = ".".join(str(p) for p in loc[2:])
+            where = f"{label}, field {field!r}" if field else label
+        elif loc:
+            where = "field " + ".".join(str(p) for p in loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field" + _closest_field(str(loc[-1]), len(loc))
+        parts.append(f"{where}: {message}" if where else message)
+    more = len(exc.errors()) - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,143 @@
+"""`brands.json` in memory: validated snapshots, swapped whole, reloaded live.
+
+The watch follows the recipe measured for watchfiles on Linux: watch the parent folder
+(editors and ConfigMaps replace the file, so a watch on the file itself goes stale), on
+any event re-read the real path, skip if the sha256 is unchanged, validate everything,
+build every index, then swap one reference. A bad file keeps the last good snapshot.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.brand_resolver import BrandResolver
+from app.checks import LeakIndex
+from app.brand_schema import Brand, BrandFile, BrandFileError, describe_validation_error
+from app.retrieval import BrandRetriever
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrandSnapshot:
+    brands: tuple[Brand, ...]
+    version: str  # first 12 hex digits of the file's sha256
+    sha256: str
+    loaded_at: float
+    resolver: BrandResolver
+    retriever: BrandRetriever
+    leaks: LeakIndex
+
+
+@dataclass(frozen=True)
+class ReloadError:
+    message: str
+    at: float
+
+
+def parse_brands(raw: bytes, source: str) -> BrandFile:
+    """Validate a whole brands file; the error names the file, the brand and the field."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BrandFileError(f"{source}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise BrandFileError(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the syntax there"
+        ) from exc
+    if isinstance(data, list):  # a bare list of brands is accepted as well
+        data = {"brands": data}
+    try:
+        return BrandFile.model_validate(data)
+    except ValidationError as exc:
+        raise BrandFileError(f"{source}: {describe_validation_error(exc, data)}") from exc
+    except ValueError as exc:
+        raise BrandFileError(f"{source}: {exc}") from exc
+
+
+def build_snapshot(raw: bytes, source: str) -> BrandSnapshot:
+    brands = parse_brands(raw, source).brands
+    digest = hashlib.sha256(raw).hexdigest()
+    return BrandSnapshot(
+        brands=tuple(brands),
+        version=digest[:12],
+        sha256=digest,
+        loaded_at=time.time(),
+        resolver=BrandResolver(brands),
+        retriever=BrandRetriever(brands),
+        leaks=LeakIndex(brands),
+    )
+
+
+def read_brands_file(path: Path) -> bytes:
+    try:
+        return Path(os.path.realpath(path)).read_bytes()
+    except FileNotFoundError as exc:
+        raise BrandFileError(
+            f"{path}: file not found; create it (see brands/brands.json in the repository) "
+            "or set AI_DIRECTOR_BRANDS_PATH"
+        ) from exc
+    except OSError as exc:
+        raise BrandFileError(f"{path}: cannot be read ({exc.strerror})") from exc
+
+
+class BrandStore:
+    """Holds the current snapshot; `snapshot` is one attribute read, so a request never sees a mix."""
+
+    def __init__(self, path: Path, on_reload: Callable[[bool], None] | None = None):
+        self.path = Path(path)
+        self.snapshot: BrandSnapshot | None = None
+        self.last_error: ReloadError | None = None
+        self._on_reload = on_reload or (lambda ok: None)
+
+    def load(self) -> BrandSnapshot:
+        """First load; raises BrandFileError so a bad file stops startup."""
+        self.snapshot = build_snapshot(read_brands_file(self.path), str(self.path))
+        return self.snapshot
+
+    def reload(self, count_failure: bool = True) -> bool:
+        """Re-read the file; True if a new version is now served. Never raises."""
+        try:
+            raw = read_brands_file(self.path)
+            if self.snapshot is not None and hashlib.sha256(raw).hexdigest() == self.snapshot.sha256:
+                self.last_error = None  # e.g. a bad write was reverted to the served content
+                return False
+            snapshot = build_snapshot(raw, str(self.path))
+        except BrandFileError as exc:
+            if count_failure:
+                log.error("brands reload failed, still serving version %s: %s", self.version, exc)
+                self._on_reload(False)
+            self.last_error = ReloadError(str(exc), time.time())
+            return False
+        self.snapshot = snapshot
+        self.last_error = None
+        log.info("brands reloaded: version %s, %d brands", snapshot.version, len(snapshot.brands))
+        self._on_reload(True)
+        return True
+
+    @property
+    def version(self) -> str | None:
+        return self.snapshot.version if self.snapshot else None
+
+    async def watch(self, stop: asyncio.Event, retry_s: float = 1.0) -> None:
+        """Reload on every change in the file's folder until `stop` is set."""
+        from watchfiles import awatch
+
+        # The configured folder, not the resolved one: a ConfigMap swaps the symlink's target.
+        folder = self.path.absolute().parent
+        async for _changes in awatch(
+            folder, stop_event=stop, step=10, rust_timeout=int(retry_s * 1000), yield_on_timeout=True
+        ):
+            # An empty batch is the timeout tick: retry quietly while the last reload failed.
+            if _changes:
+                await asyncio.to_thread(self.reload)
+            elif self.last_error is not None:
+                await asyncio.to_thread(self.reload, False)

@@ -1,0 +1,249 @@
+"""The model behind the service: an interface the worker calls, and the transformers engine.
+
+`Engine` is what the batching worker and the routes depend on; tests fake it. `HFEngine`
+loads the base (4-bit NF4 on CUDA by default), the LoRA adapter, and the tokenizer, and
+generates a whole batch in one `generate` call with per-request sampling settings.
+"""
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_new_tokens: int
+    temperature: float  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" at <|im_end|>, "length" at max_new_tokens
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a request gets when it leaves a field out: the model's generation_config.json."""
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    base: str
+    adapter: str | None
+    device: str
+    quantization: str | None
+
+
+class EngineLoadError(RuntimeError):
+    """The model cannot be loaded as configured; the message says which setting to change."""
+
+
+class Engine(Protocol):
+    """What the service needs from a model. Implementations must be safe to call from one worker thread."""
+
+    info: ModelInfo
+    defaults: SamplingDefaults
+    special_tokens: tuple[str, ...]
+
+    def render(self, messages: list[dict[str, str]]) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
+
+
+def resolve_device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineLoadError(f"AI_DIRECTOR_DEVICE={setting} but no CUDA device is visible; use cpu or auto")
+    return setting
+
+
+def check_adapter_folder(path: Path) -> dict:
+    """The adapter's config, or an error that says what is wrong with the folder."""
+    if not path.exists():
+        raise EngineLoadError(
+            f"adapter folder {path} does not exist: set AI_DIRECTOR_ADAPTER_PATH to a folder written by "
+            "`python -m training train`, or leave it empty to serve the base model alone"
+        )
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        raise EngineLoadError(
+            f"{path} holds no adapter_config.json, so it is not a LoRA adapter folder: point "
+            "AI_DIRECTOR_ADAPTER_PATH at the output folder of `python -m training train`"
+        )
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EngineLoadError(f"{config_file} is not valid JSON ({exc}); re-export the adapter") from exc
+
+
+class HFEngine:
+    """A transformers causal LM, optionally 4-bit, optionally with a LoRA adapter."""
+
+    def __init__(self, model, tokenizer, info: ModelInfo, defaults: SamplingDefaults, stop_ids: list[int]):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.defaults = defaults
+        self.stop_ids = stop_ids
+        self.special_tokens = tuple(tokenizer.all_special_tokens) + tuple(
+            t.content for t in tokenizer.added_tokens_decoder.values() if t.special
+        )
+
+    @classmethod
+    def load(cls, settings: Settings) -> "HFEngine":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = resolve_device(settings.device)
+        on_cuda = device.startswith("cuda")
+        four_bit = settings.load_in_4bit if settings.load_in_4bit is not None else on_cuda
+        adapter_config = check_adapter_folder(settings.adapter_path) if settings.adapter_path else None
+
+        kwargs: dict = {"dtype": torch.bfloat16 if on_cuda else torch.float32}
+        if four_bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            kwargs["device_map"] = {"": device}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(settings.base_model, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise EngineLoadError(
+                f"cannot load base model {settings.base_model!r}: {exc}. Set AI_DIRECTOR_BASE_MODEL to a hub "
+                "name or a local folder holding config.json and weights"
+            ) from exc
+        if not four_bit:
+            model.to(device)
+
+        tokenizer_source = settings.base_model
+        adapter_name = None
+        if settings.adapter_path:
+            adapter_name = str(settings.adapter_path)
+            model = cls._attach_adapter(model, settings, adapter_config or {})
+            if (settings.adapter_path / "tokenizer_config.json").is_file():
+                tokenizer_source = str(settings.adapter_path)
+        model.eval()
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = "<|endoftext|>"
+        if tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise EngineLoadError(f"tokenizer of {tokenizer_source} uses its eos token as pad; pad must differ")
+
+        gen = model.generation_config
+        defaults = SamplingDefaults(
+            temperature=float(gen.temperature if gen.do_sample and gen.temperature is not None else 0.0),
+            top_p=float(gen.top_p if gen.top_p is not None else 1.0),
+            top_k=int(gen.top_k if gen.top_k is not None else 0),
+        )
+        stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+        eos = gen.eos_token_id
+        stop_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        stop_ids.discard(None)
+        stop_ids.discard(tokenizer.unk_token_id)
+        info = ModelInfo(
+            base=settings.base_model,
+            adapter=adapter_name,
+            device=device,
+            quantization="nf4" if four_bit else None,
+        )
+        log.info("model loaded: %s", info)
+        return cls(model, tokenizer, info, defaults, sorted(stop_ids))
+
+    @staticmethod
+    def _attach_adapter(model, settings: Settings, adapter_config: dict):
+        from peft import PeftModel
+
+        trained_on = adapter_config.get("base_model_name_or_path")
+        if trained_on and Path(str(trained_on)).name != Path(settings.base_model).name:
+            log.warning("adapter was trained on %s, serving it on %s", trained_on, settings.base_model)
+        try:
+            return PeftModel.from_pretrained(model, str(settings.adapter_path))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise EngineLoadError(
+                f"adapter {settings.adapter_path} does not fit base model {settings.base_model!r} "
+                f"(it was trained on {trained_on!r}): {str(exc)[:300]}. Serve it on the base it was trained on"
+            ) from exc
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        from app.prompts import render_prompt
+
+        return render_prompt(self.tokenizer, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        from app.sampling import PerRowLimit, PerRowSampler
+
+        if not requests:
+            return []
+        seeds = [r.seed if r.seed is not None else secrets.randbits(31) for r in requests]
+        device = self.info.device
+        batch = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        prompt_len = batch["input_ids"].shape[1]
+        limits = [r.max_new_tokens for r in requests]
+        sampler = PerRowSampler(
+            [(r.temperature, r.top_p, r.top_k) for r in requests], seeds, device=device
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                **batch,
+                do_sample=False,  # sampling happens per row in PerRowSampler, seeded per request
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                max_new_tokens=max(limits),
+                logits_processor=[sampler],
+                stopping_criteria=[PerRowLimit(prompt_len, limits)],
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        results = []
+        stops = set(self.stop_ids)
+        for row, request in enumerate(requests):
+            new = out[row, prompt_len:].tolist()[: request.max_new_tokens]
+            end = next((i for i, t in enumerate(new) if t in stops), None)
+            tokens = new if end is None else new[:end]
+            results.append(
+                GenerationResult(
+                    text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                    prompt_tokens=int(batch["attention_mask"][row].sum()),
+                    completion_tokens=len(tokens),
+                    finish_reason="length" if end is None else "stop",
+                    seed=seeds[row],
+                )
+            )
+        return results

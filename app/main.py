@@ -1,0 +1,132 @@
+"""The FastAPI application: lifespan (brands, model, worker, watcher), middleware, routes."""
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from app import thai
+from app.batching import BatchWorker
+from app.brand_store import BrandStore
+from app.engine import Engine, HFEngine, check_adapter_folder
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.routes import api, ops
+from app.service import DirectorService
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None, engine_factory: Callable[[Settings], Engine] | None = None) -> FastAPI:
+    """Build the app; nothing heavy happens until the lifespan starts."""
+    settings = settings or get_settings()
+    engine_factory = engine_factory or HFEngine.load
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        def on_reload(ok: bool) -> None:
+            metrics.brand_reloads.labels(result="ok" if ok else "failed").inc()
+            metrics.brand_reload_error.set(0 if ok else 1)
+            if ok and store.snapshot:
+                metrics.brands.set(len(store.snapshot.brands))
+
+        store = BrandStore(settings.brands_path, on_reload)
+        # Both raise with a message naming the file / setting: a bad start stops here.
+        snapshot = store.load()
+        metrics.brands.set(len(snapshot.brands))
+        if settings.adapter_path:
+            check_adapter_folder(settings.adapter_path)
+        await asyncio.to_thread(thai.warm_up)
+
+        service = app.state.service = DirectorService(settings, store, metrics)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(store.watch(stop), name="brands-watch")
+        loader = asyncio.create_task(_load_engine(app, service, engine_factory), name="engine-load")
+        log.info("serving %d brands (version %s) from %s", len(snapshot.brands), snapshot.version, settings.brands_path)
+        try:
+            yield
+        finally:
+            stop.set()
+            loader.cancel()
+            if service.worker:
+                await service.worker.stop()
+            await asyncio.gather(watcher, loader, return_exceptions=True)
+
+    app = FastAPI(title="AI Director", version="0.1.0", lifespan=lifespan,
+                  description="On-brand Thai marketing content: captions, brand-voice rewrites and campaign briefs.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.load_error = None
+    app.state.started = time.time()
+    app.state.health = lambda: _health(app)
+    install_error_handlers(app)
+    app.include_router(api)
+    app.include_router(ops)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        label = route.path if route is not None else "unmatched"
+        metrics.requests.labels(route=label, status=str(response.status_code)).inc()
+        metrics.latency.labels(route=label).observe(time.perf_counter() - start)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    return app
+
+
+async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
+    """Load the model off the event loop, so /health answers while a 7B model loads."""
+    settings = service.settings
+    try:
+        engine = await asyncio.to_thread(factory, settings)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        app.state.load_error = f"model failed to load: {exc}"
+        log.critical("%s", app.state.load_error)
+        os.kill(os.getpid(), signal.SIGTERM)  # a server that can never answer must not look alive
+        return
+    worker = BatchWorker(engine, settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue, service.metrics)
+    worker.start()
+    service.worker = worker
+    service.engine = engine
+    log.info("ready: %s", engine.info)
+
+
+def _health(app: FastAPI) -> dict:
+    service: DirectorService | None = getattr(app.state, "service", None)
+    store = service.store if service else None
+    error = store.last_error if store else None
+    engine = service.engine if service else None
+    return {
+        "status": "ok",
+        "ready": bool(service and service.ready),
+        "uptime_s": round(time.time() - app.state.started, 1),
+        "model": {
+            "loaded": engine is not None,
+            "base": app.state.settings.base_model,
+            "adapter": str(app.state.settings.adapter_path) if app.state.settings.adapter_path else None,
+            "device": engine.info.device if engine else None,
+            "quantization": engine.info.quantization if engine else None,
+            "load_error": app.state.load_error,
+        },
+        "brands": {
+            "count": len(store.snapshot.brands) if store and store.snapshot else 0,
+            "version": store.version if store else None,
+            "path": str(app.state.settings.brands_path),
+            "last_reload_error": {"message": error.message, "at": error.at} if error else None,
+        },
+        "queue_depth": service.worker.depth if service and service.worker else 0,
+    }

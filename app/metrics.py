@@ -1,0 +1,33 @@
+"""Prometheus metrics, in a registry of the app's own so several apps can live in one process."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("ai_director_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "ai_director_request_duration_seconds", "End-to-end request latency.", ["route"], registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.queue_depth = Gauge("ai_director_queue_depth", "Requests waiting for the model.", registry=r)
+        self.queue_time = Histogram("ai_director_queue_seconds", "Time a request waited before its batch ran.", registry=r)
+        self.batch_size = Histogram(
+            "ai_director_batch_size", "Requests generated together.", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+        )
+        self.prompt_tokens = Counter("ai_director_prompt_tokens", "Prompt tokens processed.", registry=r)
+        self.generated_tokens = Counter("ai_director_generated_tokens", "Tokens generated.", registry=r)
+        self.brand_reloads = Counter("ai_director_brand_reloads", "brands.json reloads.", ["result"], registry=r)
+        self.brand_reload_error = Gauge(
+            "ai_director_brand_reload_error", "1 while the last brands.json reload failed.", registry=r
+        )
+        self.brands = Gauge("ai_director_brands", "Brands served.", registry=r)
+        self.check_failures = Counter(
+            "ai_director_check_failures", "Generated answers failing an on-brand check.", ["check"], registry=r
+        )
+        for result in ("ok", "failed"):  # export zeros so dashboards see the series from the start
+            self.brand_reloads.labels(result=result)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,167 @@
+"""The prompt format, defined once for serving and training.
+
+Pure Python on purpose (no torch): `training/` imports the very same functions, so the
+adapter is trained on exactly the prompt the service sends. A request becomes:
+
+    system:    SYSTEM_PROMPT
+    user:      task instruction, the brand-context block, the request block
+    assistant: (generated; in training, the reference output)
+
+Every untrusted string (request fields, brands.json values) goes through `neutralize`
+first, so no text can open or close a ChatML turn.
+"""
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.brand_schema import Brand, Product
+
+SYSTEM_PROMPT = "You are an AI Director for marketing content creation."
+
+TASKS = ("caption", "adapt_voice", "brief")
+
+INSTRUCTIONS = {
+    "caption": (
+        "Write one social media caption in Thai for the brand below. Follow the brand's tone, "
+        "emoji and hashtags, mention the brand by name, and use only the facts given here."
+    ),
+    "adapt_voice": (
+        "Rewrite the message below in Thai in the brand's voice. Keep every fact (offers, numbers, "
+        "dates) unchanged and use the brand's tone, emoji and hashtags."
+    ),
+    "brief": (
+        "Write a campaign brief in Thai for the brand below: campaign name, objectives, target "
+        "audience, key message, content ideas, channels, KPIs and hashtags."
+    ),
+}
+
+# (request field, label) in the order they appear in the request block.
+REQUEST_FIELDS = {
+    "caption": (("context", "Occasion"), ("platform", "Platform"), ("tone", "Tone")),
+    "adapt_voice": (("message", "Message"), ("platform", "Platform"), ("tone", "Tone")),
+    "brief": (("objectives", "Objectives"), ("audience", "Audience"), ("platform", "Platform")),
+}
+
+# Qwen's control tokens all look like <|name|>; breaking the "<|" / "|>" pairs covers every
+# one of them, including tokens a future tokenizer adds, without a list.
+_CONTROL_PAIR = re.compile(r"<\||\|>")
+
+
+def neutralize(text: str, special_tokens: Iterable[str] = ()) -> str:
+    """Make `text` unable to contain a control token; visible text is otherwise unchanged."""
+    previous = None
+    while previous != text:  # "<|>" becomes "< |>", which holds a new "|>": repeat to a fixpoint
+        previous = text
+        text = _CONTROL_PAIR.sub(lambda m: "< |" if m.group() == "<|" else "| >", text)
+        for token in special_tokens:
+            if len(token) > 1 and token in text:
+                text = text.replace(token, token[0] + "\u2060" + token[1:])
+    return text
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """One product or example post chosen for the prompt, with its retrieval score."""
+
+    text: str
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class BrandContext:
+    """The brand facts that go into one prompt: the profile plus the retrieved items."""
+
+    brand: Brand
+    products: Sequence[Retrieved] = ()
+    examples: Sequence[Retrieved] = ()
+    dropped: Sequence[str] = field(default_factory=tuple)
+
+
+def product_line(product: Product) -> str:
+    text = product.name
+    if product.description:
+        text += f": {product.description}"
+    if product.price:
+        text += f" ({product.price})"
+    return text
+
+
+def profile_lines(brand: Brand) -> list[str]:
+    """The always-included part of the brand block; empty fields are left out."""
+    lines = [f"Brand: {brand.name}"]
+    optional = (
+        ("Also known as", ", ".join(brand.aliases)),
+        ("Industry", brand.industry),
+        ("Description", brand.description),
+        ("Tone", ", ".join(brand.tone)),
+        ("Target audience", brand.target_audience),
+        ("Core values", ", ".join(brand.core_values)),
+        ("Visual style", brand.visual_style),
+        ("Hashtags", " ".join(brand.hashtags)),
+        ("Signature emoji", " ".join(brand.emoji)),
+        ("Words to avoid", ", ".join(brand.words_to_avoid)),
+    )
+    lines += [f"{label}: {value}" for label, value in optional if value]
+    return lines
+
+
+def brand_block(context: BrandContext, special_tokens: Iterable[str] = ()) -> str:
+    """The brand-context block of the user turn."""
+    lines = ["### Brand", *profile_lines(context.brand)]
+    if context.products:
+        lines.append("Products:")
+        lines += [f"- {item.text}" for item in context.products]
+    if context.examples:
+        lines.append("Example posts:")
+        lines += ["- " + " / ".join(item.text.splitlines()) for item in context.examples]
+    return neutralize("\n".join(lines), tuple(special_tokens))
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value)
+    return str(value)
+
+
+def request_block(task: str, brand_name: str, fields: Mapping[str, Any], special_tokens: Iterable[str] = ()) -> str:
+    """The request block: the brand's name plus the request's own fields, in a fixed order."""
+    lines = ["### Request", f"Brand: {brand_name}"]
+    for key, label in REQUEST_FIELDS[task]:
+        value = fields.get(key)
+        if value not in (None, "", [], ()):
+            lines.append(f"{label}: {_field_text(value)}")
+    return neutralize("\n".join(lines), tuple(special_tokens))
+
+
+def build_messages(
+    task: str,
+    brand_name: str,
+    fields: Mapping[str, Any],
+    context: BrandContext | None,
+    special_tokens: Iterable[str] = (),
+) -> list[dict[str, str]]:
+    """System + user messages for one request. `context=None` leaves the brand block out."""
+    if task not in INSTRUCTIONS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    special_tokens = tuple(special_tokens)
+    parts = [INSTRUCTIONS[task]]
+    if context is not None:
+        parts.append(brand_block(context, special_tokens))
+    parts.append(request_block(task, neutralize(brand_name, special_tokens), fields, special_tokens))
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text the model sees, through the tokenizer's own chat template."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_conversation(tokenizer, messages: list[dict[str, str]], answer: str) -> str:
+    """A full training example: the prompt plus the assistant's answer and its end token."""
+    full = [*messages, {"role": "assistant", "content": answer}]
+    return tokenizer.apply_chat_template(full, tokenize=False)

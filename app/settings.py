@@ -1,0 +1,63 @@
+"""The service's one settings object. Every value comes from an `AI_DIRECTOR_*` variable."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+
+
+class Settings(BaseSettings):
+    """Read once at startup; a bad value stops the process before the model loads."""
+
+    model_config = SettingsConfigDict(env_prefix="AI_DIRECTOR_", env_file=".env", extra="ignore")
+
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub name or local folder of the base model.")
+    adapter_path: Path | None = Field(None, description="Folder holding adapter_config.json; empty = base model only.")
+    brands_path: Path = Field(Path("brands/brands.json"), description="The brand knowledge file, watched live.")
+    load_in_4bit: bool | None = Field(None, description="NF4 4-bit weights; unset = on when CUDA is available.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    max_batch_size: int = Field(8, gt=0, le=256, description="Requests generated together in one call.")
+    batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="How long the first request waits for company.")
+    max_queue: int = Field(64, gt=0, description="Waiting requests beyond this get 429.")
+    request_timeout_s: float = Field(120.0, gt=0, description="A request not answered by then gets 504.")
+    max_new_tokens: int = Field(512, gt=0, le=4096, description="Cap on a request's max_new_tokens.")
+    max_seq_length: int = Field(1024, ge=128, description="Prompt + completion budget; the adapter's training length.")
+    context_token_budget: int = Field(384, ge=32, description="Tokens the brand-context block may take in a prompt.")
+    fuzzy_threshold: float = Field(80.0, ge=0, le=100, description="Lowest fuzzy score accepted as a brand match.")
+    api_key: SecretStr | None = Field(None, description="When set, generation routes require this key.")
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="Bind port.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
+
+    @field_validator("adapter_path", "api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        # An exported-but-empty variable means "not set", as in most CLIs.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> "Settings":
+        if self.context_token_budget >= self.max_seq_length:
+            raise ValueError(
+                f"context_token_budget ({self.context_token_budget}) must be smaller than "
+                f"max_seq_length ({self.max_seq_length}) to leave room for the request and the answer"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own Settings instead."""
+    return Settings()

@@ -1,0 +1,225 @@
+"""The API in-process with a fake engine: shapes, errors, dry runs, auth, overload."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from fakes import FakeEngine
+
+
+def make_client(brands_file, tokenizer, engine=None, **overrides):
+    settings = Settings(brands_path=brands_file, _env_file=None, **overrides)
+    engine = engine or FakeEngine(tokenizer)
+    app = create_app(settings, engine_factory=lambda s: engine)
+    return TestClient(app), engine
+
+
+def wait_ready(client, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError("service never became ready")
+
+
+@pytest.fixture
+def client(brands_file, tiny_tokenizer):
+    c, engine = make_client(brands_file, tiny_tokenizer)
+    with c:
+        wait_ready(c)
+        c.engine = engine
+        yield c
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+    return body["error"]
+
+
+def test_caption_response_shape(client):
+    r = client.post("/caption", json={"brand": "techzone", "context": "Gaming mouse launch", "platform": "instagram"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["brand"] == "TechZone"
+    assert body["text"]
+    assert body["usage"]["prompt_tokens"] > 50 and body["usage"]["completion_tokens"] == 7
+    assert len(body["brand_version"]) == 12
+    assert body["model"] == {"base": "fake-base", "adapter": None}
+    assert body["brand_match"] == {"method": "exact", "score": 100.0, "matched": "TechZone"}
+    assert body["checks"]["brand_mentioned"] is True
+    assert r.headers["x-request-id"]
+
+
+def test_each_task_reaches_the_engine_with_its_fields(client):
+    client.post("/adapt-voice", json={"brand": "FitFlow", "message": "เรามีโปรโมชั่นพิเศษ"})
+    client.post("/brief", json={"brand": "GreenLeaf", "objectives": ["ให้ความรู้", "สร้างความเชื่อมั่น"]})
+    prompts = [batch[0].prompt for batch in client.engine.batches]
+    assert "Message: เรามีโปรโมชั่นพิเศษ" in prompts[0] and "Brand: FitFlow" in prompts[0]
+    assert "Objectives: ให้ความรู้; สร้างความเชื่อมั่น" in prompts[1] and "Brand: GreenLeaf" in prompts[1]
+
+
+def test_dry_run_returns_prompt_and_context_without_generating(client):
+    r = client.post("/caption", json={"brand": "TechZone", "context": "Gaming mouse launch", "dry_run": True})
+    body = r.json()
+    assert r.status_code == 200 and body["text"] == ""
+    assert body["prompt"].endswith("<|im_start|>assistant\n")
+    assert "Brand: TechZone" in body["context"]["profile"]
+    assert body["context"]["tokens"] <= body["context"]["budget"]
+    assert client.engine.batches == []
+
+
+def test_max_new_tokens_is_capped_by_settings(brands_file, tiny_tokenizer):
+    c, engine = make_client(brands_file, tiny_tokenizer, max_new_tokens=32)
+    with c:
+        wait_ready(c)
+        c.post("/caption", json={"brand": "TechZone", "context": "launch", "max_new_tokens": 4000})
+    assert engine.batches[0][0].max_new_tokens == 32
+
+
+def test_unknown_brand_is_404_with_suggestions(client):
+    err = assert_error(client.post("/caption", json={"brand": "Coffee Labz Shop", "context": "x launch"}), 404, "brand_not_found")
+    assert "CoffeeLab" in err["suggestions"] and len(err["suggestions"]) <= 3
+    assert err["param"] == "brand"
+
+
+@pytest.mark.parametrize(
+    "payload,param",
+    [
+        ({"brand": "TechZone"}, "context"),
+        ({"brand": "TechZone", "context": "   "}, "context"),
+        ({"brand": "TechZone", "context": "🎮🎮🎮"}, "context"),
+        ({"brand": "TechZone", "context": "x" * 100_000}, "context"),
+        ({"brand": "TechZone", "context": "launch", "temperature": 9}, "temperature"),
+        ({"brand": "TechZone", "context": "launch", "platform": "myspace"}, "platform"),
+        ({"brand": "TechZone", "context": "launch", "contxt": "typo"}, "contxt"),
+    ],
+)
+def test_invalid_request_is_422_naming_the_field(client, payload, param):
+    err = assert_error(client.post("/caption", json=payload), 422, "invalid_request")
+    assert err["param"] == param and param in err["message"]
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/caption", content=b'{"brand": ', headers={"content-type": "application/json"})
+    err = assert_error(r, 422, "invalid_request")
+    assert "JSON" in err["message"]
+
+
+def test_unknown_route_uses_the_error_shape(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_not_ready_is_503(brands_file, tiny_tokenizer):
+    engine = FakeEngine(tiny_tokenizer)
+    gate = threading.Event()
+
+    def slow_factory(settings):
+        gate.wait(10)
+        return engine
+
+    app = create_app(Settings(brands_path=brands_file, _env_file=None), engine_factory=slow_factory)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health").json()["model"]["loaded"] is False
+        assert_error(c.get("/ready"), 503, "not_ready")
+        err = assert_error(c.post("/caption", json={"brand": "TechZone", "context": "launch"}), 503, "not_ready")
+        assert "loading" in err["message"]
+        gate.set()
+        wait_ready(c)
+
+
+def test_api_key(brands_file, tiny_tokenizer):
+    c, _ = make_client(brands_file, tiny_tokenizer, api_key="s3cret")
+    with c:
+        wait_ready(c)
+        payload = {"brand": "TechZone", "context": "launch"}
+        assert_error(c.post("/caption", json=payload), 401, "unauthorized")
+        assert_error(c.post("/caption", json=payload, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+        assert_error(c.get("/brands"), 401, "unauthorized")
+        assert c.post("/caption", json=payload, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/caption", json=payload, headers={"X-API-Key": "s3cret"}).status_code == 200
+        for open_path in ("/health", "/ready", "/metrics"):
+            assert c.get(open_path).status_code == 200
+
+
+async def _fire(app, n, payload):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        return await asyncio.gather(*[http.post("/caption", json=payload) for _ in range(n)])
+
+
+def test_full_queue_is_429_with_retry_after(brands_file, tiny_tokenizer):
+    engine = FakeEngine(tiny_tokenizer)
+    engine.release.clear()  # the first batch blocks, so the queue fills behind it
+    c, _ = make_client(brands_file, tiny_tokenizer, engine=engine, max_queue=2, max_batch_size=1, batch_timeout_ms=0)
+    with c:
+        wait_ready(c)
+        app = c.app
+
+        async def scenario():
+            task = asyncio.ensure_future(_fire(app, 6, {"brand": "TechZone", "context": "launch"}))
+            await asyncio.sleep(0.5)
+            engine.release.set()
+            return await task
+
+        responses = c.portal.call(scenario)
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 2 and 429 in codes, codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "queue_full"
+
+
+def test_request_timeout_is_504(brands_file, tiny_tokenizer):
+    engine = FakeEngine(tiny_tokenizer, delay_s=1.0)
+    c, _ = make_client(brands_file, tiny_tokenizer, engine=engine, request_timeout_s=0.2)
+    with c:
+        wait_ready(c)
+        err = assert_error(c.post("/caption", json={"brand": "TechZone", "context": "launch"}), 504, "timeout")
+        assert "REQUEST_TIMEOUT_S" in err["message"]
+
+
+def test_engine_failure_fails_only_that_request(brands_file, tiny_tokenizer):
+    engine = FakeEngine(tiny_tokenizer, delay_s=0.05)
+    engine.fail_on = "POISON"
+    c, _ = make_client(brands_file, tiny_tokenizer, engine=engine, batch_timeout_ms=200)
+    with c:
+        wait_ready(c)
+
+        async def scenario():
+            transport = httpx.ASGITransport(app=c.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                return await asyncio.gather(
+                    http.post("/caption", json={"brand": "TechZone", "context": "POISON launch"}),
+                    http.post("/caption", json={"brand": "TechZone", "context": "good launch"}),
+                )
+
+        bad, good = c.portal.call(scenario)
+    assert good.status_code == 200
+    assert_error(bad, 500, "generation_failed")
+    assert len(engine.batches[0]) == 2  # they were batched, then split to isolate the failure
+
+
+def test_brands_endpoints(client):
+    listing = client.get("/brands").json()
+    assert listing["count"] >= 14 and any(b["name"] == "TechZone" for b in listing["brands"])
+    one = client.get("/brands/เทคโซน").json()
+    assert one["brand"]["name"] == "TechZone" and one["brand_match"]["method"] == "alias"
+    assert_error(client.get("/brands/NoSuchBrandAtAll"), 404, "brand_not_found")
+
+
+def test_metrics_count_requests_and_reloads(client):
+    client.post("/caption", json={"brand": "TechZone", "context": "launch"})
+    text = client.get("/metrics").text
+    assert 'ai_director_requests_total{route="/caption",status="200"} 1.0' in text
+    assert "ai_director_batch_size_bucket" in text and "ai_director_generated_tokens_total 7.0" in text
+    assert 'ai_director_brand_reloads_total{result="failed"} 0.0' in text

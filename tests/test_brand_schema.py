@@ -1,0 +1,79 @@
+"""brands.json validation: minimal records pass, mistakes are named."""
+
+import json
+
+import pytest
+
+from app.brand_schema import BrandFileError, normalize_key
+from app.brand_store import parse_brands
+from conftest import REPO
+
+MINIMAL_TECHZONE = {
+    "name": "TechZone",
+    "description": "ร้านอุปกรณ์เกมมิ่งและไอที",
+    "tone": ["ล้ำสมัย", "รวดเร็ว", "เท่"],
+    "target_audience": "Gamers 18-35 ปี",
+    "core_values": ["Performance First", "Gamer Community"],
+}
+
+
+def parse(data) -> list:
+    return parse_brands(json.dumps(data, ensure_ascii=False).encode(), "brands.json").brands
+
+
+def test_minimal_techzone_record_validates_as_it_stands():
+    [brand] = parse({"brands": [MINIMAL_TECHZONE]})
+    assert brand.name == "TechZone" and brand.hashtags == [] and brand.products == []
+
+
+def test_the_shipped_file_is_valid_and_rich():
+    brands = parse_brands((REPO / "brands" / "brands.json").read_bytes(), "brands.json").brands
+    names = {b.name for b in brands}
+    assert len(brands) >= 14
+    assert {"CoffeeLab", "FitFlow", "GreenLeaf", "PetPals", "SpeedyLoans", "LuxStay", "TechZone"} <= names
+    for brand in brands:
+        scripts = {"thai" if any("\u0e00" <= c <= "\u0e7f" for c in n) else "latin" for n in brand.all_names}
+        assert scripts == {"thai", "latin"}, f"{brand.name} needs Thai and Latin spellings"
+        assert brand.hashtags and brand.example_posts and brand.products and brand.words_to_avoid
+
+
+def test_misspelt_field_names_the_field_and_the_brand():
+    record = dict(MINIMAL_TECHZONE, hashtag=["#TechZone"])
+    with pytest.raises(BrandFileError) as err:
+        parse({"brands": [{"name": "CoffeeLab"}, record]})
+    message = str(err.value)
+    assert "brands.json" in message and "'TechZone'" in message and "hashtag" in message
+    assert "did you mean 'hashtags'" in message
+
+
+def test_colliding_alias_makes_the_file_invalid():
+    data = {"brands": [{"name": "GlowLab", "aliases": ["โกลว์แล็บ"]}, {"name": "Glow Lab X", "aliases": ["  GLOWLAB "]}]}
+    with pytest.raises(BrandFileError, match="already used by brand 'GlowLab'"):
+        parse(data)
+
+
+def test_collision_uses_nfc():
+    decomposed = "e\u0301clair"  # é as e + combining accent
+    with pytest.raises(BrandFileError, match="already used"):
+        parse({"brands": [{"name": "\u00e9clair"}, {"name": "Other", "aliases": [decomposed]}]})
+
+
+def test_combining_marks_keep_names_apart():
+    brands = parse({"brands": [{"name": "ฟิตโก"}, {"name": "ฟิตโก้"}]})
+    assert normalize_key(brands[0].name) != normalize_key(brands[1].name)
+
+
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        (b'{"brands": [', "invalid JSON at line 1"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"brands": []}', "brands"),
+        (b'{"brands": [{"description": "x"}]}', "'name'"),
+        (b'{"brands": [{"name": "A", "tone": "fun"}]}', "'tone'"),
+    ],
+)
+def test_broken_files_get_a_message_naming_the_problem(raw, needle):
+    with pytest.raises(BrandFileError) as err:
+        parse_brands(raw, "brands.json")
+    assert needle in str(err.value) and str(err.value).startswith("brands.json")
