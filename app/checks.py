@@ -52,7 +52,7 @@ class _Terms:
             lengths, group = self._buckets.get(s[i : i + k], ((), ()))
             for n in lengths:
                 term, j = s[i : i + n], i + n
-                if term in group and (
+                if j <= len(s) and term in group and (  # near the end a slice comes up short
                     j == len(s)
                     or not (unicodedata.category(s[j]) == "Mn" or (_word(term[-1]) and _word(s[j])))
                 ):

@@ -1,0 +1,93 @@
+"""Dynamic batching: the collection function on a plain queue, then the worker with a fake model."""
+
+import asyncio
+import time
+
+import pytest
+
+from app.batching import _STOP, BatchWorker, QueueFullError, collect_batch
+from app.engine import GenerationRequest, GenerationResult
+from app.metrics import Metrics
+
+
+async def test_collect_stops_when_full():
+    q = asyncio.Queue()
+    for i in range(5):
+        q.put_nowait(i)
+    assert await collect_batch(q, max_batch_size=3, timeout_s=5) == [0, 1, 2]
+    assert q.qsize() == 2
+
+
+async def test_collect_stops_at_timeout():
+    q = asyncio.Queue()
+    q.put_nowait("a")
+    start = time.perf_counter()
+    assert await collect_batch(q, max_batch_size=8, timeout_s=0.05) == ["a"]
+    assert time.perf_counter() - start >= 0.04
+
+
+async def test_collect_gathers_late_arrivals_within_timeout():
+    q = asyncio.Queue()
+    q.put_nowait("a")
+    asyncio.get_running_loop().call_later(0.02, q.put_nowait, "b")
+    # "b" arrives 20 ms after "a", well inside the 500 ms window: it joins the batch
+    assert await collect_batch(q, max_batch_size=2, timeout_s=0.5) == ["a", "b"]
+
+
+async def test_collect_ends_on_sentinel():
+    q = asyncio.Queue()
+    for item in ("a", _STOP, "b"):
+        q.put_nowait(item)
+    assert await collect_batch(q, max_batch_size=8, timeout_s=1) == ["a", _STOP]
+
+
+class AssertingEngine:
+    """Fails unless it is handed exactly `expected` requests at once."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.calls = 0
+
+    def generate(self, requests):
+        assert len(requests) == self.expected, f"got a batch of {len(requests)}"
+        self.calls += 1
+        return [GenerationResult(r.prompt.upper(), 1, 1, "stop") for r in requests]
+
+
+async def test_concurrent_requests_are_generated_together():
+    engine = AssertingEngine(expected=2)
+    worker = BatchWorker(engine, max_batch_size=4, batch_timeout_ms=200, max_queue=8, metrics=Metrics())
+    worker.start()
+    a, b = await asyncio.gather(
+        worker.submit(GenerationRequest("a", 4, 0.0)), worker.submit(GenerationRequest("b", 4, 0.0))
+    )
+    await worker.stop()
+    assert (a.text, b.text) == ("A", "B") and engine.calls == 1
+
+
+async def test_full_queue_refuses_at_once():
+    worker = BatchWorker(AssertingEngine(1), max_batch_size=1, batch_timeout_ms=0, max_queue=1, metrics=Metrics())
+    first = asyncio.ensure_future(worker.submit(GenerationRequest("a", 1, 0.0)))  # worker not started: it waits
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFullError):
+        await worker.submit(GenerationRequest("b", 1, 0.0))
+    worker.start()
+    assert (await first).text == "A"
+    await worker.stop()
+
+
+async def test_cancelled_request_is_skipped():
+    engine = AssertingEngine(expected=1)
+    worker = BatchWorker(engine, max_batch_size=4, batch_timeout_ms=50, max_queue=8, metrics=Metrics())
+    gone = asyncio.ensure_future(worker.submit(GenerationRequest("gone", 1, 0.0)))
+    await asyncio.sleep(0)
+    gone.cancel()  # as a timed-out request does
+    worker.start()
+    kept = await worker.submit(GenerationRequest("kept", 1, 0.0))
+    await worker.stop()
+    assert kept.text == "KEPT" and engine.calls == 1
+
+
+def test_bad_knobs_fail_when_built():
+    with pytest.raises(ValueError, match="max_batch_size must be greater than 0"):
+        BatchWorker(AssertingEngine(1), 0, 10, 8, Metrics())
