@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from app.prompts import special_tokens_of
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,7 @@ class HFEngine:
         self.info = info
         self.defaults = defaults
         self.stop_ids = stop_ids
-        self.special_tokens = tuple(tokenizer.all_special_tokens) + tuple(
-            t.content for t in tokenizer.added_tokens_decoder.values() if t.special
-        )
+        self.special_tokens = special_tokens_of(tokenizer)
 
     @classmethod
     def load(cls, settings: Settings) -> "HFEngine":

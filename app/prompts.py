@@ -156,6 +156,12 @@ def build_messages(
     ]
 
 
+def special_tokens_of(tokenizer) -> tuple[str, ...]:
+    """Every special token string of a tokenizer, for `neutralize`."""
+    added = (t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+    return tuple(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
+
+
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The text the model sees, through the tokenizer's own chat template."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -76,6 +76,9 @@ class BriefRequest(_Request):
         return [_has_words(item, "objective") for item in v]
 
 
+REQUEST_MODELS = {"caption": CaptionRequest, "adapt_voice": AdaptVoiceRequest, "brief": BriefRequest}
+
+
 class CheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -12,28 +12,14 @@ from app.checks import CheckReport, check_text
 from app.engine import Engine, GenerationRequest, GenerationResult
 from app.errors import APIError
 from app.metrics import Metrics
-from app.prompts import BrandContext, build_messages, profile_lines
+from app.composer import compose, request_fields
+from app.prompts import BrandContext, profile_lines
 from app.schemas import AdaptVoiceRequest, BriefRequest, CaptionRequest, CheckRequest
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TASK_OF = {CaptionRequest: "caption", AdaptVoiceRequest: "adapt_voice", BriefRequest: "brief"}
-
-
-def request_fields(req) -> dict:
-    """The request's own fields, as the prompt module and the training records name them."""
-    skip = {"brand", "max_new_tokens", "temperature", "top_p", "seed", "attempts", "dry_run"}
-    return {k: v for k, v in req.model_dump().items() if k not in skip}
-
-
-def retrieval_query(task: str, fields: dict) -> str:
-    """The request text that ranks a brand's products and example posts."""
-    if task == "caption":
-        return " ".join(filter(None, [fields.get("context"), fields.get("tone")]))
-    if task == "adapt_voice":
-        return fields.get("message") or ""
-    return " ".join([*fields.get("objectives", []), fields.get("audience") or ""])
 
 
 @dataclass(frozen=True)
@@ -83,12 +69,11 @@ class DirectorService:
         snapshot = self._snapshot()
         match = self.resolve(snapshot, req.brand)
         engine = self._engine()
-        fields = request_fields(req)
-        context, context_tokens = snapshot.retriever.context(
-            match.brand, retrieval_query(task, fields), engine.count_tokens, self.settings.context_token_budget
+        composed = compose(
+            task, match.brand, request_fields(req), snapshot.retriever, engine.count_tokens,
+            engine.special_tokens, self.settings.context_token_budget,
         )
-        messages = build_messages(task, match.brand.name, fields, context, engine.special_tokens)
-        prompt = engine.render(messages)
+        prompt = engine.render(composed.messages)
         prompt_tokens = engine.count_tokens(prompt)
         room = self.settings.max_seq_length - prompt_tokens
         if room < 16:
@@ -99,7 +84,10 @@ class DirectorService:
                 param={"caption": "context", "adapt_voice": "message", "brief": "objectives"}[task],
             )
         wanted = min(req.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
-        return Prepared(task, snapshot, match, context, context_tokens, messages, prompt, prompt_tokens, min(wanted, room))
+        return Prepared(
+            task, snapshot, match, composed.context, composed.context_tokens, composed.messages, prompt,
+            prompt_tokens, min(wanted, room),
+        )
 
     def _engine(self) -> Engine:
         if self.engine is None or self.worker is None:

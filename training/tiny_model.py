@@ -54,7 +54,7 @@ def _strings(value) -> list[str]:
     return []
 
 
-def build_tokenizer(lines: list[str], vocab_size: int = 2000):
+def build_tokenizer(lines: list[str], vocab_size: int = 4096):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

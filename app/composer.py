@@ -1,0 +1,54 @@
+"""From a validated request to chat messages: the one path both serving and training take.
+
+The service calls `compose` for every request; `training/formatting.py` calls it for every
+record. Same brand record + same fields + same tokenizer = the same prompt, token for token.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from app.brand_schema import Brand
+from app.prompts import BrandContext, build_messages
+from app.retrieval import BrandRetriever
+
+# Request-model fields that steer generation rather than describe the copy.
+CONTROL_FIELDS = {"brand", "max_new_tokens", "temperature", "top_p", "seed", "attempts", "dry_run"}
+
+
+def request_fields(req) -> dict:
+    """The request's own fields (context, platform, ...), as the prompt and the dataset name them."""
+    return {k: v for k, v in req.model_dump().items() if k not in CONTROL_FIELDS}
+
+
+def retrieval_query(task: str, fields: dict) -> str:
+    """The request text that ranks a brand's products and example posts."""
+    if task == "caption":
+        return " ".join(filter(None, [fields.get("context"), fields.get("tone")]))
+    if task == "adapt_voice":
+        return fields.get("message") or ""
+    return " ".join([*fields.get("objectives", []), fields.get("audience") or ""])
+
+
+@dataclass(frozen=True)
+class Composed:
+    messages: list[dict[str, str]]
+    context: BrandContext | None
+    context_tokens: int
+
+
+def compose(
+    task: str,
+    brand: Brand,
+    fields: dict,
+    retriever: BrandRetriever,
+    count_tokens: Callable[[str], int],
+    special_tokens: Iterable[str],
+    budget: int,
+    with_context: bool = True,
+) -> Composed:
+    """Messages for one request; `with_context=False` gives the no-retrieval ablation."""
+    context, used = None, 0
+    if with_context:
+        context, used = retriever.context(brand, retrieval_query(task, fields), count_tokens, budget)
+    messages = build_messages(task, brand.name, fields, context, special_tokens)
+    return Composed(messages, context, used)
