@@ -22,7 +22,8 @@
 # ---------------------------------------------------------------------------
 FROM nvidia/cuda:13.0.1-base-ubuntu22.04 AS python
 
-ENV DEBIAN_FRONTEND=noninteractive
+# Build-time only (ARG, not ENV): apt must not prompt, but the running image keeps the default.
+ARG DEBIAN_FRONTEND=noninteractive
 
 # Versions are not pinned: the PPA keeps only its newest build, so a pin would break
 # the build at the next Python patch release. software-properties-common is only

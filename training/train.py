@@ -1,0 +1,210 @@
+"""QLoRA fine-tune of the base model on the RAG-formatted dataset.
+
+    python -m training train --config training/configs/qwen2.5-7b-qlora.yaml
+    python -m training train --config training/configs/tiny-cpu.yaml --epochs 1   # CPU smoke run
+
+Everything is validated before anything is written. The run works in OUTPUT.partial/
+(checkpoints live there, so --resume continues from them) and becomes OUTPUT/ only when
+it has finished: a failed run never leaves a half-written adapter where the service looks.
+"""
+
+import json
+import math
+import resource
+import shutil
+import time
+from pathlib import Path
+
+from training.config import TrainConfig
+from training.formatting import IGNORE, Formatter, load_brands
+from training.records import load_records, sha256_of
+
+
+def token_weighted_loss(model, examples: list[dict]) -> tuple[float, int]:
+    """Mean cross-entropy over every label token of `examples`, and the token count."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for ex in examples:
+            ids = torch.tensor([ex["input_ids"]], device=device)
+            labels = torch.tensor([ex["labels"]], device=device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            target = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            )
+            total += float(loss)
+            count += int((target != IGNORE).sum())
+    return total / max(count, 1), count
+
+
+def _load_model(cfg: TrainConfig, on_cuda: bool):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    four_bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else on_cuda
+    kwargs: dict = {"dtype": torch.bfloat16 if on_cuda else torch.float32}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+        kwargs["device_map"] = {"": "cuda" if on_cuda else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
+    if four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        if not on_cuda:
+            disable_cpu_repack(model)
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), four_bit
+
+
+def disable_cpu_repack(model) -> None:
+    """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights for inference at the first
+    no-grad forward (an evaluation), and the next training step then fails with an in-place
+    error on a leaf view. Keeping the training layout avoids it; other CPUs are unaffected."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _loss_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("AI Director QLoRA fine-tune")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train, evaluate and write the adapter folder; returns its path."""
+    import torch
+    from transformers import AutoTokenizer, EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.time()
+    on_cuda = torch.cuda.is_available()
+    # 1. Everything a user can get wrong is checked before the first byte is written.
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.pad_token = "<|endoftext|>"  # never eos: masking pad would also mask <|im_end|>
+    formatter = Formatter(tokenizer, load_brands(cfg.brands), cfg.context_token_budget, cfg.max_seq_length)
+    splits, dropped = {}, {}
+    for name, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
+        splits[name], dropped[name] = formatter.dataset(load_records(path), str(path), cfg.drop_long)
+
+    staging = cfg.output.with_name(cfg.output.name + ".partial")
+    if staging.exists() and not resume:
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+
+    # 2. The model: 4-bit base + LoRA on every projection.
+    torch.manual_seed(cfg.seed)
+    model, four_bit = _load_model(cfg, on_cuda)
+    from datasets import Dataset
+
+    args = SFTConfig(
+        output_dir=str(staging),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        optim=cfg.optim,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_length=cfg.max_seq_length,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,  # the best validation loss wins, not the last epoch
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=["tensorboard"],
+        bf16=on_cuda,
+        use_cpu=not on_cuda,
+        seed=cfg.seed,
+        dataloader_pin_memory=on_cuda,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(splits["train"]),
+        eval_dataset=Dataset.from_list(splits["val"]),
+        processing_class=tokenizer,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+    )
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    last = _last_checkpoint(staging) if resume else None
+    result = trainer.train(resume_from_checkpoint=last)
+
+    # 3. Scores and artefacts.
+    val_loss = trainer.evaluate()["eval_loss"]
+    test_loss, test_tokens = token_weighted_loss(trainer.model, splits["test"])
+    trainer.model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    _loss_curve(trainer.state.log_history, staging / "loss_curve.png")
+    peak_mb = (torch.cuda.max_memory_allocated() if on_cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    report = {
+        "train_loss": result.training_loss,
+        "val_loss": val_loss,
+        "test_loss": test_loss,
+        "test_perplexity": math.exp(test_loss),
+        "samples": {k: len(v) for k, v in splits.items()},
+        "dropped_too_long": dropped,
+        "tokens": {k: sum(len(e["input_ids"]) for e in v) for k, v in splits.items()},
+        "test_label_tokens": test_tokens,
+        "epochs_run": trainer.state.epoch,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+        "base_model": cfg.base_model,
+        "quantization": "nf4" if four_bit else None,
+        "device": "cuda" if on_cuda else "cpu",
+        "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_kind": "cuda max_memory_allocated" if on_cuda else "process max RSS",
+        "duration_s": round(time.time() - started, 1),
+        "datasets_sha256": {k: sha256_of(p) for k, p in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data), ("brands", cfg.brands))},
+        "config": cfg.to_dict(),
+    }
+    (staging / "eval_results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    for checkpoint in staging.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)  # resumable state is only worth keeping until the run succeeds
+
+    # 4. The swap: the old adapter stays in place until the new one is complete.
+    old = cfg.output.with_name(cfg.output.name + ".old")
+    if cfg.output.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        cfg.output.rename(old)
+    staging.rename(cfg.output)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"adapter written to {cfg.output}: test loss {test_loss:.3f}, perplexity {math.exp(test_loss):.2f}, "
+          f"{report['duration_s']} s")
+    return cfg.output
+
+
+def _last_checkpoint(staging: Path) -> str | None:
+    checkpoints = sorted(staging.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
