@@ -15,10 +15,14 @@ class BrandRetriever:
     """Built with each brands version and swapped with it; per-brand indexes are made on first use."""
 
     def __init__(self, brands: list[Brand]):
-        terms = set()
+        names = set()
         for brand in brands:
-            terms.update(brand.all_names)
-            terms.update(p.name for p in brand.products)
+            names.update(brand.all_names)
+            names.update(p.name for p in brand.products)
+        # Word by word: a dictionary entry with spaces ("Viper X Pro Gaming Mouse") would make
+        # one token that a query saying "gaming mouse" never matches. Only Thai words need the
+        # dictionary; newmm already splits Latin text at spaces and script changes.
+        terms = {w for name in names for w in name.split() if any("\u0e00" <= c <= "\u0e7f" for c in w)}
         self.dictionary = build_dictionary(terms)
         self._indexes: dict[str, tuple[list[tuple[str, str]], bm25s.BM25 | None]] = {}
         self._lock = Lock()

@@ -36,7 +36,8 @@ class FakeEngine:
         time.sleep(self.delay_s)
         if self.fail_on and any(self.fail_on in r.prompt for r in requests):
             raise RuntimeError("simulated failure")
-        reply = self.reply() if callable(self.reply) else self.reply
         return [
-            GenerationResult(reply, self.count_tokens(r.prompt), 7, "stop", r.seed) for r in requests
+            GenerationResult(self.reply() if callable(self.reply) else self.reply, self.count_tokens(r.prompt), 7,
+                             "stop", r.seed)
+            for r in requests
         ]
