@@ -70,7 +70,7 @@ def measure(model_path: str, four_bit: bool, checkpointing: bool, seq_len: int, 
         start = time.perf_counter()
         for _ in range(GRAD_ACCUM):
             ids = torch.randint(0, vocab, (1, seq_len), device=device)
-            model(input_ids=ids, labels=ids).loss.div(GRAD_ACCUM).backward()
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.div(GRAD_ACCUM).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if on_cuda:

@@ -238,3 +238,26 @@ def test_qlora_4bit_step_on_cpu_with_eval_in_between(tiny_model_dir, formatter):
         assert math.isfinite(loss) and tokens > 0
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, lora[n])]
     assert any("lora_B" in n for n in changed)
+
+
+def test_interrupted_run_leaves_no_adapter_and_resumes(tiny_model_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    from training.train import run
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("power cut after the first checkpoint")
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join((DATA / "train_augmented.jsonl").read_text(encoding="utf-8").splitlines(True)[:8]))
+    cfg = load_config(REPO / "training/configs/tiny-cpu.yaml", {
+        "base_model": str(tiny_model_dir), "data": data, "output": tmp_path / "adapter", "epochs": 2})
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, callbacks=(Crash(),))
+    assert not (tmp_path / "adapter").exists()  # the service never sees a half-trained adapter
+    assert (tmp_path / "adapter.partial" / "checkpoint-2").is_dir()  # 8 samples / (1 x 4) = 2 steps an epoch
+    run(cfg, resume=True)
+    report = json.loads((tmp_path / "adapter" / "eval_results.json").read_text())
+    assert report["resumed_from"] == "checkpoint-2" and report["epochs_run"] == 2
+    assert not (tmp_path / "adapter.partial").exists()

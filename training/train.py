@@ -98,7 +98,7 @@ def _loss_curve(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> Path:
+def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
     """Train, evaluate and write the adapter folder; returns its path."""
     import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback
@@ -155,7 +155,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         train_dataset=Dataset.from_list(splits["train"]),
         eval_dataset=Dataset.from_list(splits["val"]),
         processing_class=tokenizer,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), *callbacks],
     )
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -180,6 +180,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         "test_label_tokens": test_tokens,
         "epochs_run": trainer.state.epoch,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+        "resumed_from": Path(last).name if last else None,
         "base_model": cfg.base_model,
         "quantization": "nf4" if four_bit else None,
         "device": "cuda" if on_cuda else "cpu",
