@@ -5,6 +5,7 @@ loads the base (4-bit NF4 on CUDA by default), the LoRA adapter, and the tokeniz
 generates a whole batch in one `generate` call with per-request sampling settings.
 """
 
+import copy
 import json
 import logging
 import secrets
@@ -111,6 +112,10 @@ class HFEngine:
         self.defaults = defaults
         self.stop_ids = stop_ids
         self.special_tokens = special_tokens_of(tokenizer)
+        # The worker thread pads batches with `tokenizer` (padding mutates the Rust tokenizer)
+        # while the event loop counts prompt tokens: sharing one object raises "Already
+        # borrowed" under load, so the request path gets its own copy.
+        self._front = copy.deepcopy(tokenizer)
 
     @classmethod
     def load(cls, settings: Settings) -> "HFEngine":
@@ -196,10 +201,10 @@ class HFEngine:
     def render(self, messages: list[dict[str, str]]) -> str:
         from app.prompts import render_prompt
 
-        return render_prompt(self.tokenizer, messages)
+        return render_prompt(self._front, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._front(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         import torch

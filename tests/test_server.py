@@ -99,6 +99,28 @@ def test_each_endpoint_answers(server):
     assert "ai_director_requests_total" in client.get("/metrics").text
 
 
+def test_concurrent_requests_are_batched_by_the_real_server(server):
+    import asyncio
+
+    client, _ = server
+    base = str(client.base_url)
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            bodies = [{"brand": "TechZone", "context": f"โปรโมชั่นที่ {i}", "max_new_tokens": 8} for i in range(12)]
+            return await asyncio.gather(*[http.post("/caption", json=b) for b in bodies])
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * 12
+    sizes = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("ai_director_batch_size_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            sizes[le] = float(line.rsplit(" ", 1)[1])
+    batches = sizes["+Inf"]
+    assert batches - sizes["1.0"] >= 1, f"no batch of 2 or more among {batches:.0f}"
+
+
 def test_same_seed_same_text_over_http(server):
     client, _ = server
     body = {"brand": "CoffeeLab", "context": "เปิดตัวเมนูใหม่", "seed": 42, "temperature": 1.0}
