@@ -5,9 +5,23 @@ import unicodedata
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+_KEYS: dict[str, str] = {}  # label -> key, for short strings: names, aliases and hashtags
+_KEYS_MAX = 1 << 17  # entries; cleared when full (a reload of 10k brands needs ~80k)
+_KEYS_MAX_LEN = 200  # longer strings (whole captions) are not kept
+
+
 def normalize_key(text: str) -> str:
     """The form names and aliases are compared in: NFC, casefolded, inner spaces collapsed."""
-    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    key = _KEYS.get(text)
+    if key is None:
+        # Every reload normalizes each name, alias and hashtag several times (uniqueness check,
+        # resolver, leak index), and mostly the same ones as the version before: remember them.
+        key = " ".join(unicodedata.normalize("NFC", text).casefold().split())
+        if len(text) <= _KEYS_MAX_LEN:
+            if len(_KEYS) >= _KEYS_MAX:
+                _KEYS.clear()
+            _KEYS[text] = key
+    return key
 
 
 class _Strict(BaseModel):

@@ -1,6 +1,7 @@
 """Which brand facts go into a prompt: the profile always, then the products and example
 posts that best match the request (BM25 over newmm tokens), within a token budget."""
 
+import re
 from collections.abc import Callable
 from threading import Lock
 
@@ -9,6 +10,8 @@ import bm25s
 from app.brand_schema import Brand
 from app.prompts import BrandContext, Retrieved, brand_block, product_line
 from app.thai import build_dictionary, tokenize
+
+_THAI = re.compile("[\u0e00-\u0e7f]")
 
 
 class BrandRetriever:
@@ -22,7 +25,7 @@ class BrandRetriever:
         # Word by word: a dictionary entry with spaces ("Viper X Pro Gaming Mouse") would make
         # one token that a query saying "gaming mouse" never matches. Only Thai words need the
         # dictionary; newmm already splits Latin text at spaces and script changes.
-        terms = {w for name in names for w in name.split() if any("\u0e00" <= c <= "\u0e7f" for c in w)}
+        terms = {w for name in names for w in name.split() if _THAI.search(w)}
         self.dictionary = build_dictionary(terms)
         self._indexes: dict[str, tuple[list[tuple[str, str]], bm25s.BM25 | None]] = {}
         self._lock = Lock()

@@ -18,47 +18,56 @@ _KEY = 3  # brand terms are bucketed by their first 3 characters; shorter ones a
 
 @lru_cache(maxsize=1)
 def _base_dictionary():
-    """newmm's own ~62k-word trie: built once per process (~0.5 s), shared, never modified."""
+    """newmm's own ~62k-word trie and its words as a set: built once per process (~0.5 s),
+    shared, never modified."""
+    from pythainlp.corpus import thai_words
+
     try:
         from pythainlp.tokenize import word_dict_trie  # pythainlp's cached default trie
     except ImportError:  # older pythainlp
-        from pythainlp.corpus import thai_words
         from pythainlp.util import Trie
 
-        return Trie(thai_words())
-    return word_dict_trie()
+        trie = Trie(thai_words())
+    else:
+        trie = word_dict_trie()
+    return trie, frozenset(w.strip() for w in thai_words())  # Trie.add strips each word
 
 
 class Dictionary:
-    """newmm's word list plus brand terms, with the part of pythainlp's Trie that newmm uses.
+    """newmm's word list plus brand terms, with the part of pythainlp's Trie that newmm uses
+    (`prefixes`, truth value) and read-only set behaviour (`in`, `len`, iteration).
 
-    Rebuilding a full Trie on every reload cost ~0.7 s for 14 brands and several seconds for
-    10k (a Python node per character, ~500k nodes, all scanned by the garbage collector). The
-    base trie is shared instead, and each brands version adds only its own terms, in a flat
-    table: first 3 characters -> (term lengths, the terms). `prefixes` merges both, shortest
-    first, as Trie.prefixes does, so newmm segments exactly as with Trie(words | terms).
+    Building Trie(thai_words() | terms) on every reload took about 1 s on a 2-core CPU even
+    for 14 brands: a Python node per character, ~240k nodes for the word list alone, which
+    the garbage collector then scans too. Here the base trie is built once per process and
+    shared; each brands version adds only its own terms, in a flat table: first 3 characters
+    -> (term lengths, terms). `prefixes` merges both, shortest first as Trie.prefixes does,
+    so newmm segments exactly as with the rebuilt Trie.
     """
 
-    def __init__(self, base, terms):
+    def __init__(self, base, base_words: frozenset[str], terms):
         self._base = base
-        self._short: set[str] = set()  # terms shorter than _KEY
+        short: dict[str, set[str]] = {}  # terms shorter than _KEY, by first character
         grouped: dict[str, set[str]] = {}
         for term in terms:
-            if term and term not in base:
-                if len(term) < _KEY:
-                    self._short.add(term)
-                else:
-                    grouped.setdefault(term[:_KEY], set()).add(term)
+            if not term or term in base_words:  # a set look-up, cheaper than walking the trie
+                continue
+            if len(term) < _KEY:
+                short.setdefault(term[0], set()).add(term)
+            else:
+                grouped.setdefault(term[:_KEY], set()).add(term)
+        self._short = {first: tuple(sorted(group, key=len)) for first, group in short.items()}
         self._buckets = {key: (tuple(sorted({len(t) for t in group})), group) for key, group in grouped.items()}
-        self._count = len(self._short) + sum(len(group) for group in grouped.values())
+        self._count = sum(map(len, short.values())) + sum(map(len, grouped.values()))
 
     def prefixes(self, text: str, start: int = 0) -> list[str]:
         """Every dictionary word that starts at text[start], shortest first."""
         found = self._base.prefixes(text, start)
+        short = self._short.get(text[start : start + 1]) if self._short else None
         bucket = self._buckets.get(text[start : start + _KEY])  # near the end the slice is short: no key
-        if bucket is None and not self._short:
+        if short is None and bucket is None:
             return found
-        extra = [w for n in range(1, _KEY) if (w := text[start : start + n]) in self._short and len(w) == n]
+        extra = [t for t in short if text.startswith(t, start)] if short else []
         if bucket is not None:
             lengths, group = bucket
             end = len(text)
@@ -73,7 +82,7 @@ class Dictionary:
 
     def __contains__(self, word: str) -> bool:
         if len(word) < _KEY:
-            return word in self._short or word in self._base
+            return word in self._base or word in self._short.get(word[:1], ())
         return word in self._base or word in self._buckets.get(word[:_KEY], ((), ()))[1]
 
     def __len__(self) -> int:
@@ -81,14 +90,15 @@ class Dictionary:
 
     def __iter__(self):
         yield from self._base
-        yield from self._short
+        for group in self._short.values():
+            yield from group
         for _, group in self._buckets.values():
             yield from group
 
 
 def build_dictionary(extra_terms) -> Dictionary:
     """newmm's dictionary plus our brand terms, so "โกลว์แล็บ" is one token, not โก|ลว์|แล็บ."""
-    return Dictionary(_base_dictionary(), {nfc(t).strip() for t in extra_terms if t})
+    return Dictionary(*_base_dictionary(), {nfc(t).strip() for t in extra_terms if t})
 
 
 def tokenize(text: str, dictionary=None) -> list[str]:

@@ -75,7 +75,8 @@ INDUSTRIES = {
 TONES = ["เป็นกันเอง", "พรีเมียม", "ทันสมัย", "อบอุ่น", "สนุกสนาน", "หรูหรา", "จริงใจ", "มืออาชีพ", "สดใส", "สุภาพ"]
 QUALITIES = ["หอมละมุน", "อ่อนโยนต่อผิว", "สดใหม่ทุกวัน", "คุณภาพพรีเมียม", "ราคาเป็นมิตร", "ดีไซน์เรียบหรู",
              "ใช้วัตถุดิบออร์แกนิก", "ผลิตในประเทศไทย", "ทนทานใช้ได้นาน", "เหมาะกับทุกวัน"]
-OCCASIONS = ["สงกรานต์", "ลอยกระทง", "ปีใหม่", "วาเลนไทน์", "หน้าฝน", "เปิดเทอม", "วันแม่", "11.11", "ตรุษจีน", "หน้าร้อน"]
+OCCASIONS = ["สงกรานต์", "ลอยกระทง", "ปีใหม่", "วาเลนไทน์", "หน้าฝน", "เปิดเทอม", "วันแม่", "11.11", "ตรุษจีน",
+             "หน้าร้อน"]
 PROMOS = ["ลด 20% ทุกรายการ", "ซื้อ 1 แถม 1", "ส่งฟรีทั่วไทย", "รับของแถมพิเศษ", "สะสมแต้มx2", "ลดทันที 100 บาท"]
 AUDIENCES = ["คนทำงานในเมือง อายุ 25-40 ปี", "นักศึกษาและวัยเริ่มทำงาน", "ครอบครัวรุ่นใหม่ที่มีลูกเล็ก",
              "คนรักสุขภาพ อายุ 30-50 ปี", "นักท่องเที่ยวกำลังซื้อสูง", "เจ้าของสัตว์เลี้ยงในคอนโด"]
@@ -178,6 +179,7 @@ def main(args) -> None:
     from app.checks import LeakIndex, check_text
     from app.retrieval import BrandRetriever
     from app.thai import warm_up
+    from rapidfuzz import fuzz
 
     rng = random.Random(args.seed + 1)
     print(f"# bench/brands.py --brands {args.brands} --queries {args.queries} --seed {args.seed}")
@@ -185,6 +187,11 @@ def main(args) -> None:
 
     t0 = time.perf_counter()
     raw = json.dumps({"brands": make_brands(args.brands, args.seed)}, ensure_ascii=False, indent=1).encode()
+    # The agency file with every brand rewritten (other seeds): the worst case for a reload.
+    rewritten = [
+        json.dumps({"brands": make_brands(args.brands, args.seed + 1000 + k)}, ensure_ascii=False, indent=1).encode()
+        for k in range(args.reloads)
+    ]
     with tempfile.TemporaryDirectory(prefix="bench-brands-") as folder:
         path = Path(folder) / "brands.json"
         path.write_bytes(raw)
@@ -193,41 +200,65 @@ def main(args) -> None:
           f"({len(raw) / args.brands / 1024:.1f} KiB per brand), generated in {time.perf_counter() - t0:.1f} s")
 
     # --- reload -----------------------------------------------------------------------
-    warm_up()  # the service loads newmm's own dictionary at startup, not on a reload
+    gc_seconds = [0.0]
+    gc_started = [0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_seconds[0] += time.perf_counter() - gc_started[0]
+
+    def reloads(payloads) -> tuple[list[float], list[float]]:
+        nonlocal snapshot
+        took, in_gc = [], []
+        for payload in payloads:
+            gc_seconds[0] = 0.0
+            t0 = time.perf_counter()  # the old snapshot stays alive while the new one is built, as in BrandStore
+            snapshot = build_snapshot(payload, "brands.json")
+            took.append(time.perf_counter() - t0)
+            in_gc.append(gc_seconds[0])
+        return took, in_gc
+
+    warm_up()  # as the service does at startup: newmm's own dictionary is loaded once per process
     rss0 = maxrss_mb()
+    gc.callbacks.append(on_gc)
     t0 = time.perf_counter()
     snapshot = build_snapshot(raw, "brands.json")
     first = time.perf_counter() - t0
     rss1 = maxrss_mb()
-    runs = []
-    for _ in range(args.reloads):
-        del snapshot
-        gc.collect()
-        t0 = time.perf_counter()
-        snapshot = build_snapshot(raw, "brands.json")
-        runs.append(time.perf_counter() - t0)
-    reload_s = statistics.median(runs)
-    print("\nreload = build_snapshot(raw bytes): json.loads + pydantic validation of every brand + sha256 +")
-    print("  BrandResolver (name/alias dict) + BrandRetriever (newmm dictionary with brand terms; the")
-    print("  per-brand BM25 indexes are built lazily on first use, see retrieval below) + LeakIndex.")
-    print("  Not included: reading the file (the watcher does that) and the swap (one assignment).")
-    print(f"  first load in the process (startup): {first:.3f} s")
-    print(f"  reloads: {', '.join(f'{r:.3f}' for r in runs)} s  ->  median {reload_s:.3f} s")
+    same, same_gc = reloads([raw] * args.reloads)
+    flip, flip_gc = reloads(rewritten)
+    gc.callbacks.remove(on_gc)
+    reload_s = max(statistics.median(same), statistics.median(flip))
+    print("\nreload = build_snapshot(raw bytes): JSON parsing + pydantic validation of every brand + sha256 +")
+    print("  BrandResolver (name/alias dict, fuzzy first-pass arrays) + BrandRetriever (brand words added")
+    print("  to newmm's dictionary; per-brand BM25 indexes are built lazily on first use, see retrieval)")
+    print("  + LeakIndex, with the garbage collector on. Not included: reading the file (the watcher")
+    print("  does that) and the swap (one assignment). Each reload runs while the previous snapshot is")
+    print("  still held, as in BrandStore.")
+    print(f"  first load in the process (after warm_up):     {first:.3f} s")
+    print(f"  reload, same content:                          {', '.join(f'{r:.3f}' for r in same)} s -> "
+          f"median {statistics.median(same):.3f} s (garbage collection {statistics.median(same_gc):.3f} s)")
+    print(f"  reload, every brand changed (new files):       {', '.join(f'{r:.3f}' for r in flip)} s -> "
+          f"median {statistics.median(flip):.3f} s (garbage collection {statistics.median(flip_gc):.3f} s)")
 
-    # stage breakdown, one run each, for finding the slow part
+    # stage breakdown, one run each with the collector paused, for finding the slow part
+    snapshot = build_snapshot(raw, "brands.json")
     stages = {}
-    t0 = time.perf_counter()
-    data = json.loads(raw.decode())
-    stages["json.loads"] = time.perf_counter() - t0
+    gc.collect()
+    gc.disable()
     t0 = time.perf_counter()
     brands = list(parse_brands(raw, "brands.json").brands)
-    stages["parse_brands (json + validation)"] = time.perf_counter() - t0
+    stages["parse_brands"] = time.perf_counter() - t0
     for label, cls in (("BrandResolver", BrandResolver), ("BrandRetriever", BrandRetriever), ("LeakIndex", LeakIndex)):
         t0 = time.perf_counter()
         cls(brands)
         stages[label] = time.perf_counter() - t0
-    print("  stages: " + ", ".join(f"{k} {v:.3f} s" for k, v in stages.items()))
-    del data
+    gc.enable()
+    del brands
+    print("  stages (the same file again, collector paused): " + ", ".join(f"{k} {v:.3f} s" for k, v in stages.items()))
+    del rewritten
 
     # --- resolution ---------------------------------------------------------------------
     brands = snapshot.brands
@@ -263,10 +294,15 @@ def main(args) -> None:
         for q, i in queries
     )
     hits: dict[str, list[int]] = {"name": [0, 0], "thai alias": [0, 0]}
+    ties = 0  # misses where the intended brand scored exactly as high as the one returned
     for q, i, kind in fuzzy_q:
         m = resolve(q)
-        hits[kind][0] += bool(m and m.brand.name == brands[i].name)
+        hit = bool(m and m.brand.name == brands[i].name)
+        hits[kind][0] += hit
         hits[kind][1] += 1
+        if m and not hit:
+            intended = max(fuzz.ratio(normalize_key(q), normalize_key(label)) for label in brands[i].all_names)
+            ties += intended >= m.score - 0.05  # m.score is rounded to 0.1
     fuzzy_hit = sum(h for h, _ in hits.values()) / len(fuzzy_q)
     suggest_ms = timed(resolver.suggest, [q for q, _, _ in fuzzy_q[: n // 4]])
     print(f"\nresolution: resolver.resolve(query, threshold={FUZZY_THRESHOLD:g}) over {len(keys):,} names and aliases")
@@ -278,31 +314,37 @@ def main(args) -> None:
     print(f"  fuzzy hit rate (typo resolved to the intended brand): {fuzzy_hit:.1%}  ("
           + ", ".join(f"{k} {h}/{t}" for k, (h, t) in hits.items())
           + f"; {redrawn} typos equal to an existing name/alias were redrawn)")
+    print(f"  of the {len(fuzzy_q) - round(fuzzy_hit * len(fuzzy_q))} misses, {ties} are exact ties: another brand's "
+          "name is just as close (Brand1234 vs Brand1284), and the first in file order wins")
 
     # --- retrieval ----------------------------------------------------------------------
     retriever = snapshot.retriever
     queries = [f"{rng.choice(OCCASIONS)} {rng.choice(PROMOS)} {rng.choice(QUALITIES)}" for _ in range(n)]
     cold_brands = [brands[i] for i in sample]
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     cold_ms = [0.0] * n
     for k, (brand, query) in enumerate(zip(cold_brands, queries)):
         t0 = time.perf_counter_ns()
         retriever.context(brand, query, count_tokens, CONTEXT_BUDGET)
         cold_ms[k] = (time.perf_counter_ns() - t0) / 1e6
-    index_bytes = tracemalloc.get_traced_memory()[0] - before
+    used = {b.name for b in cold_brands}
+    unused = [b for b in brands if b.name not in used][:200]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for brand in unused:
+        retriever.context(brand, queries[0], count_tokens, CONTEXT_BUDGET)
+    index_bytes = (tracemalloc.get_traced_memory()[0] - before) / max(len(unused), 1)
     tracemalloc.stop()
     warm_ms = [0.0] * n
     for k, (brand, query) in enumerate(zip(cold_brands, reversed(queries))):
         t0 = time.perf_counter_ns()
-        ctx, used = retriever.context(brand, query, count_tokens, CONTEXT_BUDGET)
+        retriever.context(brand, query, count_tokens, CONTEXT_BUDGET)
         warm_ms[k] = (time.perf_counter_ns() - t0) / 1e6
     print(f"\nretrieval: retriever.context(brand, query, count_tokens, budget={CONTEXT_BUDGET}); "
           "count_tokens = len(text) // 2, a stand-in for the model tokenizer")
-    print(latency_line("cold (first use: builds BM25 index)", cold_ms, "  (cold timings under tracemalloc)"))
+    print(latency_line("cold (first use: builds BM25 index)", cold_ms))
     print(latency_line("warm (index cached)", warm_ms))
-    print(f"  per-brand index memory: {index_bytes / n / 1024:.1f} KiB per brand used "
-          f"(~{index_bytes / n * len(brands) / 1e6:.0f} MB if all {len(brands):,} brands are used)")
+    print(f"  per-brand index memory: {index_bytes / 1024:.1f} KiB per brand used, tracemalloc over "
+          f"{len(unused)} more brands (~{index_bytes * len(brands) / 1e6:.0f} MB if all {len(brands):,} are used)")
 
     # --- check_text -----------------------------------------------------------------------
     texts = []
@@ -314,7 +356,8 @@ def main(args) -> None:
         texts.append((text, brands[i]))
     check_ms = timed(lambda tb: check_text(tb[0], tb[1], platform="instagram", leaks=snapshot.leaks), texts)
     leaks_found = sum(bool(check_text(t, b, leaks=snapshot.leaks).other_brands) for t, b in texts)
-    print("\ncheck_text(text, brand, platform='instagram', leaks=LeakIndex) on example posts (a third naming another brand)")
+    print("\ncheck_text(text, brand, platform='instagram', leaks=LeakIndex) on example posts "
+          "(a third naming another brand)")
     print(latency_line("check_text", check_ms))
     print(f"  texts flagged as naming another brand: {leaks_found} of {n} (expected {len(range(0, n, 3))})")
 
@@ -334,7 +377,8 @@ def main(args) -> None:
 
     # --- summary --------------------------------------------------------------------------
     rows = [
-        ("reload (build_snapshot), median", f"< {TARGET_RELOAD_S:g} s", f"{reload_s:.3f} s", reload_s < TARGET_RELOAD_S),
+        ("reload (build_snapshot), worse median", f"< {TARGET_RELOAD_S:g} s", f"{reload_s:.3f} s",
+         reload_s < TARGET_RELOAD_S),
         ("exact name resolution p99", f"< {TARGET_EXACT_P99_MS:g} ms", ms(pct(exact_ms, 99)),
          pct(exact_ms, 99) < TARGET_EXACT_P99_MS),
         ("Thai alias resolution p99", f"< {TARGET_EXACT_P99_MS:g} ms", ms(pct(alias_ms, 99)),
@@ -342,9 +386,9 @@ def main(args) -> None:
         ("fuzzy resolution p99", f"< {TARGET_FUZZY_P99_MS:g} ms", ms(pct(fuzzy_ms, 99)),
          pct(fuzzy_ms, 99) < TARGET_FUZZY_P99_MS),
     ]
-    print(f"\n{'target':<34}{'wanted':>10}{'measured':>12}  result")
+    print(f"\n{'target':<38}{'wanted':>10}{'measured':>12}  result")
     for label, want, got, ok in rows:
-        print(f"{label:<34}{want:>10}{got:>12}  {'PASS' if ok else 'FAIL'}")
+        print(f"{label:<38}{want:>10}{got:>12}  {'PASS' if ok else 'FAIL'}")
     print(f"(correctness: {wrong} wrong exact/alias answers; fuzzy hit rate {fuzzy_hit:.1%})")
 
 

@@ -173,3 +173,31 @@ def test_deleted_or_broken_file_keeps_the_last_good_version(brands_file):
     brands_file.write_text('{"brands": [{"name": "A"}]}')
     assert store.reload() is True and store.last_error is None and len(store.snapshot.brands) == 1
     assert outcomes == [False, False, True]
+
+
+def test_fuzzy_first_pass_never_changes_the_answer():
+    """The resolver skips keys that cannot reach the cutoff; on 3,000 brands it must pick
+    exactly what rapidfuzz picks over every key."""
+    import random
+
+    from rapidfuzz import fuzz, process
+
+    from app.brand_schema import normalize_key
+
+    rng = random.Random(7)
+    syllables = ["กา", "แฟ", "โซ", "ลาร์", "เทค", "ฟิต", "โก้", "ลีฟ", "ครัว", "ยาย", "ซัน", "มู"]
+    brands = []
+    for i in range(3000):
+        thai = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) + str(i)
+        brands.append(Brand(name=f"Brand{i} {rng.choice(['Tea', 'Tech', 'Glow', 'Fit'])}", aliases=[thai]))
+    resolver = BrandResolver(brands)
+    keys = list(resolver._by_key)
+    for _ in range(150):
+        target = normalize_key(rng.choice(brands).all_names[rng.randint(0, 1)])
+        pos = rng.randrange(len(target))
+        query = target[:pos] + rng.choice(["", "x", "ก", "้"]) + target[pos + 1:]
+        for cutoff in (40, 80):
+            brute = process.extract(query, keys, scorer=fuzz.ratio, processor=None, limit=12, score_cutoff=cutoff)
+            best = max((s for _, s, _ in brute), default=None)
+            got = resolver._fuzzy(query, limit=1, cutoff=cutoff)
+            assert (got[0][2] if got else None) == best, query
