@@ -9,17 +9,17 @@ from app.batching import BatchWorker, QueueFullError
 from app.brand_resolver import BrandMatch
 from app.brand_store import BrandSnapshot, BrandStore
 from app.checks import CheckReport, check_text
+from app.composer import compose, request_fields
 from app.engine import Engine, GenerationRequest, GenerationResult
 from app.errors import APIError
 from app.metrics import Metrics
-from app.composer import compose, request_fields
 from app.prompts import BrandContext, profile_lines
-from app.schemas import AdaptVoiceRequest, BriefRequest, CaptionRequest, CheckRequest
+from app.schemas import REQUEST_MODELS, CheckRequest
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TASK_OF = {CaptionRequest: "caption", AdaptVoiceRequest: "adapt_voice", BriefRequest: "brief"}
+TASK_OF = {model: task for task, model in REQUEST_MODELS.items()}
 
 
 @dataclass(frozen=True)

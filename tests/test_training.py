@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from conftest import REPO, REFERENCE
+from conftest import REFERENCE, REPO
+from test_api import wait_ready
 from training.config import load_config
 from training.formatting import IGNORE, Formatter, load_brands
 from training.records import DatasetError, load_records
@@ -48,10 +49,7 @@ def test_training_prompt_equals_the_services_dry_run(formatter, tiny_model_dir, 
     app = create_app(settings, engine_factory=lambda s: FakeEngine(tiny_tokenizer))
     paths = {"caption": "/caption", "adapt_voice": "/adapt-voice", "brief": "/brief"}
     with TestClient(app) as client:
-        for _ in range(200):
-            if client.get("/ready").status_code == 200:
-                break
-            import time; time.sleep(0.02)
+        wait_ready(client)
         for record in records[:6]:
             body = {"brand": record.brand, "dry_run": True, **record.request_fields()}
             served = client.post(paths[record.task], json=body).json()["prompt"]
@@ -197,10 +195,7 @@ def test_service_serves_the_trained_adapter(trained_adapter, tiny_model_dir, bra
     settings = Settings(base_model=str(tiny_model_dir), adapter_path=trained_adapter, brands_path=brands_file,
                         device="cpu", max_new_tokens=8, _env_file=None)
     with TestClient(create_app(settings)) as client:
-        for _ in range(300):
-            if client.get("/ready").status_code == 200:
-                break
-            import time; time.sleep(0.05)
+        wait_ready(client, timeout=30)
         r = client.post("/caption", json={"brand": "TechZone", "context": "Gaming mouse launch", "seed": 1})
         assert r.status_code == 200, r.text
         assert r.json()["model"]["adapter"] == str(trained_adapter)

@@ -1,7 +1,7 @@
 """Evaluate an adapter: base + RAG vs fine-tuning alone vs fine-tuning + RAG, on seen and unseen brands.
 
     python -m training evaluate --adapter outputs/adapter            # report.{json,md,png} in the adapter folder
-    python -m training evaluate --adapter outputs/adapter --limit 2 --max-new-tokens 32 --output /tmp/eval
+    python -m training evaluate --adapter outputs/adapter --limit 2 --max-new-tokens 32 --output outputs/eval
 
 It loads the base model and the adapter once; the base mode runs the same weights with the
 adapter switched off, so the three modes differ only in what they are meant to differ in.
