@@ -42,6 +42,7 @@ def main() -> int:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     server = uvicorn.Server(config)
+    app.state.request_shutdown = lambda: setattr(server, "should_exit", True)
     server.run()
     if app.state.load_error:
         print(f"error: {app.state.load_error}", file=sys.stderr)

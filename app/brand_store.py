@@ -144,11 +144,23 @@ class BrandStore:
 
         # The configured folder, not the resolved one: a ConfigMap swaps the symlink's target.
         folder = self.path.absolute().parent
-        async for _changes in awatch(
-            folder, stop_event=stop, step=10, rust_timeout=int(retry_s * 1000), yield_on_timeout=True
-        ):
-            # An empty batch is the timeout tick: retry quietly while the last reload failed.
-            if _changes:
-                await asyncio.to_thread(self.reload)
-            elif self.last_error is not None:
-                await asyncio.to_thread(self.reload, False)
+        while not stop.is_set():
+            try:
+                watched = os.stat(folder).st_ino
+                async for changes in awatch(
+                    folder, stop_event=stop, step=10, rust_timeout=int(retry_s * 1000), yield_on_timeout=True
+                ):
+                    # An empty batch is the timeout tick: retry quietly while the last reload failed.
+                    if changes:
+                        await asyncio.to_thread(self.reload)
+                    elif self.last_error is not None:
+                        await asyncio.to_thread(self.reload, False)
+                    if not changes and os.stat(folder).st_ino != watched:
+                        break  # the folder was replaced: the old watch sees nothing any more
+            except Exception as exc:  # e.g. the folder itself was removed: keep serving, keep trying
+                self.last_error = ReloadError(f"{folder}: cannot watch ({exc}); still serving version {self.version}", time.time())
+                log.error("%s", self.last_error.message)
+                try:
+                    await asyncio.wait_for(stop.wait(), retry_s)
+                except TimeoutError:
+                    pass

@@ -2,8 +2,6 @@
 
 import asyncio
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -65,6 +63,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.load_error = None
+    app.state.request_shutdown = None  # set by `python -m app` to stop uvicorn on a fatal load error
     app.state.started = time.time()
     app.state.health = lambda: _health(app)
     install_error_handlers(app)
@@ -96,7 +95,8 @@ async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
     except Exception as exc:
         app.state.load_error = f"model failed to load: {exc}"
         log.critical("%s", app.state.load_error)
-        os.kill(os.getpid(), signal.SIGTERM)  # a server that can never answer must not look alive
+        if app.state.request_shutdown:  # a server that can never answer must not look alive
+            app.state.request_shutdown()
         return
     worker = BatchWorker(engine, settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue, service.metrics)
     worker.start()

@@ -223,3 +223,18 @@ def test_metrics_count_requests_and_reloads(client):
     assert 'ai_director_requests_total{route="/caption",status="200"} 1.0' in text
     assert "ai_director_batch_size_bucket" in text and "ai_director_generated_tokens_total 7.0" in text
     assert 'ai_director_brand_reloads_total{result="failed"} 0.0' in text
+
+
+def test_failed_model_load_is_reported_not_hidden(brands_file):
+    def broken(settings):
+        raise RuntimeError("CUDA out of memory while loading")
+
+    app = create_app(Settings(brands_path=brands_file, _env_file=None), engine_factory=broken)
+    with TestClient(app) as c:
+        for _ in range(100):
+            if c.get("/health").json()["model"]["load_error"]:
+                break
+            time.sleep(0.02)
+        assert "CUDA out of memory" in c.get("/health").json()["model"]["load_error"]
+        err = assert_error(c.get("/ready"), 503, "not_ready")
+        assert "model failed to load" in err["message"]

@@ -201,3 +201,41 @@ def test_fuzzy_first_pass_never_changes_the_answer():
             best = max((s for _, s, _ in brute), default=None)
             got = resolver._fuzzy(query, limit=1, cutoff=cutoff)
             assert (got[0][2] if got else None) == best, query
+
+
+async def test_watch_survives_the_folder_being_replaced(tmp_path):
+    """A deploy that swaps the whole brands folder must not leave a dead watch behind."""
+    import asyncio
+    import shutil
+
+    from app.brand_store import BrandStore
+
+    folder = tmp_path / "brands"
+    folder.mkdir()
+    path = folder / "brands.json"
+    path.write_text(json.dumps({"brands": [{"name": "A"}]}))
+    store = BrandStore(path)
+    store.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(store.watch(stop, retry_s=0.2))
+
+    async def served(name, timeout=3.0):
+        for _ in range(int(timeout / 0.05)):
+            if store.snapshot.brands[0].name == name:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    try:
+        await asyncio.sleep(0.3)
+        shutil.rmtree(folder)
+        await asyncio.sleep(0.5)
+        assert store.snapshot.brands[0].name == "A" and store.last_error is not None  # still serving, error shown
+        folder.mkdir()
+        path.write_text(json.dumps({"brands": [{"name": "B"}]}))
+        assert await served("B")
+        path.write_text(json.dumps({"brands": [{"name": "C"}]}))  # the new folder is watched too
+        assert await served("C") and store.last_error is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -185,3 +185,15 @@ def test_missing_adapter_stops_startup(tiny_model_dir, brands_file, tmp_path):
 def test_bad_setting_stops_startup(tiny_model_dir, brands_file, var, value, needle):
     result = run_app(server_env(tiny_model_dir, brands_file, **{var: value}))
     assert result.returncode == 2 and needle in result.stderr
+
+
+def test_adapter_for_another_base_stops_the_server(tiny_model_dir, brands_file, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    other = Qwen2ForCausalLM(Qwen2Config(vocab_size=256, hidden_size=96, intermediate_size=192,
+                                         num_hidden_layers=1, num_attention_heads=3, num_key_value_heads=1))
+    get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    result = run_app(server_env(tiny_model_dir, brands_file, port=free_port(), adapter_path=tmp_path / "adapter"))
+    assert result.returncode == 1
+    assert "does not fit base model" in result.stderr
