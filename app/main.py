@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from app import thai
 from app.batching import BatchWorker
@@ -70,19 +70,41 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.include_router(api)
     app.include_router(ops)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = route.path if route is not None else "unmatched"
-        metrics.requests.labels(route=label, status=str(response.status_code)).inc()
-        metrics.latency.labels(route=label).observe(time.perf_counter() - start)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
+
+
+class ObserveMiddleware:
+    """Request ids and per-route metrics, as plain ASGI: a BaseHTTPMiddleware would hide the
+    client's disconnect from the routes, and they cancel work nobody will read."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = given or uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # what a request that dies without a response counts as
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            label = route.path if route is not None else "unmatched"
+            self.metrics.requests.labels(route=label, status=str(status)).inc()
+            self.metrics.latency.labels(route=label).observe(time.perf_counter() - start)
 
 
 async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:

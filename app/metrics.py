@@ -18,6 +18,9 @@ class Metrics:
         )
         self.prompt_tokens = Counter("ai_director_prompt_tokens", "Prompt tokens processed.", registry=r)
         self.generated_tokens = Counter("ai_director_generated_tokens", "Tokens generated.", registry=r)
+        self.cancelled = Counter(
+            "ai_director_requests_cancelled", "Requests dropped because the client disconnected.", registry=r
+        )
         self.brand_reloads = Counter("ai_director_brand_reloads", "brands.json reloads.", ["result"], registry=r)
         self.brand_reload_error = Gauge(
             "ai_director_brand_reload_error", "1 while the last brands.json reload failed.", registry=r

@@ -1,13 +1,34 @@
 """HTTP routes. Each one fetches the service from app.state, calls it, and returns JSON."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.auth import require_api_key
+from app.errors import APIError
 from app.schemas import AdaptVoiceRequest, BriefRequest, CaptionRequest, CheckRequest, GenerateResponse
 from app.service import DirectorService
+
+
+DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
+
+
+async def until_disconnect(request: Request, work):
+    """Await `work`, but cancel it when the client goes away: a request nobody will read
+    must not hold a place in the queue (vLLM aborts such requests too)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                request.app.state.metrics.cancelled.inc()
+                raise APIError(499, "client_closed", "the client closed the connection; the request was cancelled")
+    finally:
+        task.cancel()
 
 
 def get_service(request: Request) -> DirectorService:
@@ -23,19 +44,19 @@ ops = APIRouter()
 @api.post("/caption", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def caption(body: CaptionRequest, service: ServiceDep, request: Request):
     """A social caption for a brand and an occasion."""
-    return await service.generate(body, request.state.request_id)
+    return await until_disconnect(request, service.generate(body, request.state.request_id))
 
 
 @api.post("/adapt-voice", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def adapt_voice(body: AdaptVoiceRequest, service: ServiceDep, request: Request):
     """A generic message rewritten in a brand's voice."""
-    return await service.generate(body, request.state.request_id)
+    return await until_disconnect(request, service.generate(body, request.state.request_id))
 
 
 @api.post("/brief", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def brief(body: BriefRequest, service: ServiceDep, request: Request):
     """A campaign brief for a brand and its objectives."""
-    return await service.generate(body, request.state.request_id)
+    return await until_disconnect(request, service.generate(body, request.state.request_id))
 
 
 @api.post("/check")

@@ -143,8 +143,12 @@ class DirectorService:
         worker = self.worker
         timeout = self.settings.request_timeout_s
         tasks = [asyncio.ensure_future(worker.submit(r, request_id)) for r in requests]
+        gathered = asyncio.gather(*tasks)
+        # When the caller is cancelled (client gone), nobody awaits the gather's outcome: read it
+        # here so asyncio does not log "exception was never retrieved".
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+            return await asyncio.wait_for(gathered, timeout)
         except QueueFullError as exc:
             raise APIError(
                 429, "queue_full", f"the server is at capacity ({exc}); retry after the Retry-After seconds",

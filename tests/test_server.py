@@ -197,3 +197,52 @@ def test_adapter_for_another_base_stops_the_server(tiny_model_dir, brands_file, 
     result = run_app(server_env(tiny_model_dir, brands_file, port=free_port(), adapter_path=tmp_path / "adapter"))
     assert result.returncode == 1
     assert "does not fit base model" in result.stderr
+
+
+def test_disconnected_clients_leave_the_queue(tiny_model_dir, brands_file):
+    """Requests whose clients hung up are dropped before they reach the model."""
+    import socket
+    import threading
+
+    port = free_port()
+    env = server_env(tiny_model_dir, brands_file, port=port, max_batch_size=1, max_new_tokens=1500,
+                     max_seq_length=2500)
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    try:
+        def ready():
+            try:
+                return client.get("/ready").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll(ready, timeout=90, every=0.2)
+        long = {"brand": "TechZone", "context": "launch", "max_new_tokens": 1500, "temperature": 0}
+        result = {}
+        busy = threading.Thread(target=lambda: result.setdefault("r", client.post("/caption", json=long)))
+        busy.start()  # occupies the model (batch size 1) for a few seconds
+        time.sleep(0.3)
+        hung_up = []
+        for i in range(3):
+            body = json.dumps(dict(long, context=f"queued {i}")).encode()
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /caption HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            hung_up.append(s)
+        time.sleep(0.3)
+        for s in hung_up:
+            s.close()
+        busy.join()
+        assert result["r"].status_code == 200
+        def cancelled():
+            text = client.get("/metrics").text
+            return text if "ai_director_requests_cancelled_total 3.0" in text else None
+
+        metrics, _ = poll(cancelled, 10)
+        assert "ai_director_batch_size_count 1.0" in metrics  # only the connected request was generated
+        assert 'route="/caption",status="499"} 3.0' in metrics
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
