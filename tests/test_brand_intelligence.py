@@ -239,3 +239,19 @@ async def test_watch_survives_the_folder_being_replaced(tmp_path):
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+def test_bare_brand_gets_a_full_answer_over_http(tmp_path, tiny_tokenizer):
+    """The spec's minimal record (no hashtags, no products, no posts) is served like any other."""
+    path = tmp_path / "brands.json"
+    path.write_text(json.dumps({"brands": [{"name": "TechZone", "description": "ร้านอุปกรณ์เกมมิ่งและไอที"}]},
+                               ensure_ascii=False), encoding="utf-8")
+    client, _ = make_client(path, tiny_tokenizer)
+    with client:
+        wait_ready(client)
+        caption = client.post("/caption", json={"brand": "TechZone", "context": "launch", "platform": "x"})
+        dry = client.post("/brief", json={"brand": "TechZone", "objectives": "ยอดขาย", "dry_run": True})
+        check = client.post("/check", json={"brand": "TechZone", "text": "🎮🎮🎮"})
+    assert caption.status_code == 200 and caption.json()["checks"]["hashtags_brand"] == []
+    assert dry.status_code == 200 and dry.json()["context"]["products"] == [] and dry.json()["context"]["examples"] == []
+    assert check.status_code == 200 and check.json()["checks"]["thai_ratio"] == 0.0
