@@ -1,7 +1,5 @@
 """The real transformers engine on the tiny model: loading, batching, seeds, stops, 4-bit."""
 
-import json
-import shutil
 
 import pytest
 

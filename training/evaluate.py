@@ -134,18 +134,9 @@ def run(adapter: Path, output: Path | None = None, base_model: str | None = None
 
 def _loss(model, examples: list[dict], device: str) -> dict:
     """Token-weighted mean cross-entropy over answer tokens: one number for the split, not a mean of means."""
-    import torch
-    import torch.nn.functional as F
+    from training.train import token_weighted_loss
 
-    total, tokens = 0.0, 0
-    with torch.inference_mode():
-        for ex in examples:  # one at a time: no padding to mask, and the 7B fits at any length
-            ids = torch.tensor([ex["input_ids"]], device=device)
-            target = torch.tensor(ex["labels"][1:], device=device)  # token t is predicted at position t-1
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            total += F.cross_entropy(logits, target, ignore_index=-100, reduction="sum").item()
-            tokens += int((target != -100).sum())
-    mean = total / tokens if tokens else float("nan")
+    mean, tokens = token_weighted_loss(model, examples) if examples else (float("nan"), 0)
     return {"loss": mean, "perplexity": math.exp(mean), "tokens": tokens, "samples": len(examples)}
 
 
