@@ -26,6 +26,10 @@ class BrandMatch:
     score: float  # 100 for exact and alias
     matched: str  # the name or alias that matched
 
+    def summary(self) -> dict:
+        """How the brand was found, as responses report it."""
+        return {"method": self.method, "score": self.score, "matched": self.matched}
+
 
 class BrandResolver:
     """Built once per brands version; lookups never touch the file."""

@@ -74,9 +74,9 @@ def parse_brands(raw: bytes, source: str) -> BrandFile:
         raise BrandFileError(f"{source}: {exc}") from exc
 
 
-def build_snapshot(raw: bytes, source: str) -> BrandSnapshot:
+def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandSnapshot:
     brands = parse_brands(raw, source).brands
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = digest or hashlib.sha256(raw).hexdigest()
     return BrandSnapshot(
         brands=tuple(brands),
         version=digest[:12],
@@ -118,10 +118,11 @@ class BrandStore:
         """Re-read the file; True if a new version is now served. Never raises."""
         try:
             raw = read_brands_file(self.path)
-            if self.snapshot is not None and hashlib.sha256(raw).hexdigest() == self.snapshot.sha256:
+            digest = hashlib.sha256(raw).hexdigest()
+            if self.snapshot is not None and digest == self.snapshot.sha256:
                 self.last_error = None  # e.g. a bad write was reverted to the served content
                 return False
-            snapshot = build_snapshot(raw, str(self.path))
+            snapshot = build_snapshot(raw, str(self.path), digest)
         except BrandFileError as exc:
             if count_failure:
                 log.error("brands reload failed, still serving version %s: %s", self.version, exc)

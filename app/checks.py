@@ -9,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.brand_schema import Brand, normalize_key
 from app.platforms import check_platform
@@ -117,6 +117,8 @@ class CheckReport(BaseModel):
     thai_ratio: float
     platform: dict | None
     score: float
+    # Names of the failed checks, for the metrics: not part of the API response.
+    failed: list[str] = Field(default_factory=list, exclude=True)
 
 
 def check_text(
@@ -132,7 +134,7 @@ def check_text(
         return CheckReport(
             on_brand=False, reasons=["empty text"], brand_mentioned=False, hashtags_brand=[],
             hashtags_new=[], words_to_avoid_found=[], other_brands=[], thai_ratio=0.0,
-            platform=platform_info, score=0.0,
+            platform=platform_info, score=0.0, failed=["brand_mentioned", "thai_ratio"],
         )
     flat = normalize_key(text)
     # No minimum length here: the brand's own short Thai alias is a deliberate mention.
@@ -156,13 +158,13 @@ def check_text(
                 others.append({"brand": hit["brand"], "found": kept})
 
     ratio = round(thai_ratio(text), 3)
-    checks = [
-        (mentioned, "does not mention the brand name or any alias"),
-        (not avoid, "uses a word to avoid: " + ", ".join(avoid)),
+    checks = [  # (name, passed, reason if not)
+        ("brand_mentioned", mentioned, "does not mention the brand name or any alias"),
+        ("words_to_avoid", not avoid, "uses a word to avoid: " + ", ".join(avoid)),
     ]
     if leaks is not None:
         named = "; ".join(f"{o['brand']} ({', '.join(o['found'])})" for o in others)
-        checks.append((not others, f"mentions another brand: {named}"))
+        checks.append(("other_brand", not others, f"mentions another brand: {named}"))
     if platform_info is not None:
         p = platform_info
         over = []
@@ -170,10 +172,10 @@ def check_text(
             over.append(f"exceeds {p['name']} limit: {p['length']}/{p['limit']}")
         if p["hashtag_limit"] is not None and p["hashtag_count"] > p["hashtag_limit"]:
             over.append(f"exceeds {p['name']} hashtag limit: {p['hashtag_count']}/{p['hashtag_limit']}")
-        checks.append((p["within_limit"], "; ".join(over)))
-    checks.append((ratio >= min_thai_ratio, f"Thai ratio {ratio:g} below {min_thai_ratio:g}"))
+        checks.append(("platform_limit", p["within_limit"], "; ".join(over)))
+    checks.append(("thai_ratio", ratio >= min_thai_ratio, f"Thai ratio {ratio:g} below {min_thai_ratio:g}"))
 
-    reasons = [reason for ok, reason in checks if not ok]
+    reasons = [reason for _, ok, reason in checks if not ok]
     return CheckReport(
         on_brand=not reasons,
         reasons=reasons,
@@ -184,5 +186,6 @@ def check_text(
         other_brands=others,
         thai_ratio=ratio,
         platform=platform_info,
-        score=round(sum(ok for ok, _ in checks) / len(checks), 3),
+        score=round(sum(ok for _, ok, _ in checks) / len(checks), 3),
+        failed=[name for name, ok, _ in checks if not ok],
     )

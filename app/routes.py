@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.auth import require_api_key
-from app.errors import APIError
+from app.errors import APIError, error_body
 from app.schemas import AdaptVoiceRequest, BriefRequest, CaptionRequest, CheckRequest, GenerateResponse
 from app.service import DirectorService
 
@@ -88,8 +88,6 @@ async def ready(service: ServiceDep, request: Request):
     """200 once the model and the brands are loaded, 503 before."""
     if service.ready:
         return {"ready": True}
-    from app.errors import error_body
-
     reason = request.app.state.load_error or "the model is still loading"
     return JSONResponse(error_body("not_ready", reason), status_code=503, headers={"Retry-After": "5"})
 

@@ -99,7 +99,7 @@ class DirectorService:
         body = {
             "brand": p.match.brand.name,
             "brand_version": p.snapshot.version,
-            "brand_match": {"method": p.match.method, "score": p.match.score, "matched": p.match.matched},
+            "brand_match": p.match.summary(),
             "model": {"base": self.engine.info.base, "adapter": self.engine.info.adapter},
         }
         if req.dry_run:
@@ -168,16 +168,8 @@ class DirectorService:
                 task.cancel()  # a timed-out or refused request leaves nothing queued behind it
 
     def _count_failures(self, report: CheckReport) -> None:
-        failed = {
-            "brand_mentioned": not report.brand_mentioned,
-            "words_to_avoid": bool(report.words_to_avoid_found),
-            "other_brand": bool(report.other_brands),
-            "platform_limit": bool(report.platform and not report.platform["within_limit"]),
-            "thai_ratio": report.thai_ratio < 0.25,
-        }
-        for name, bad in failed.items():
-            if bad:
-                self.metrics.check_failures.labels(check=name).inc()
+        for name in report.failed:
+            self.metrics.check_failures.labels(check=name).inc()
 
     def _context_out(self, p: Prepared) -> dict:
         return {
@@ -196,15 +188,14 @@ class DirectorService:
         return {
             "brand": match.brand.name,
             "brand_version": snapshot.version,
-            "brand_match": {"method": match.method, "score": match.score, "matched": match.matched},
+            "brand_match": match.summary(),
             "checks": report.model_dump(),
         }
 
     def brand(self, name: str) -> dict:
         snapshot = self._snapshot()
         match = self.resolve(snapshot, name)
-        return {"brand_version": snapshot.version, "brand_match": {"method": match.method, "score": match.score,
-                "matched": match.matched}, "brand": match.brand.model_dump()}
+        return {"brand_version": snapshot.version, "brand_match": match.summary(), "brand": match.brand.model_dump()}
 
     def brands(self) -> dict:
         snapshot = self._snapshot()

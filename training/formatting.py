@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from app.brand_store import BrandSnapshot, build_snapshot, read_brands_file
+from app.brand_store import BrandSnapshot, BrandStore
 from app.composer import compose, request_fields
 from app.prompts import SYSTEM_PROMPT, neutralize, render_conversation, render_prompt, special_tokens_of
 from app.schemas import REQUEST_MODELS
@@ -20,7 +20,8 @@ IGNORE = -100  # label of a token that carries no loss
 
 
 def load_brands(path: Path) -> BrandSnapshot:
-    return build_snapshot(read_brands_file(path), str(path))
+    """The brands as the service loads them, with the same resolver and retriever."""
+    return BrandStore(path).load()
 
 
 class Formatter:
