@@ -163,7 +163,10 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
     result = trainer.train(resume_from_checkpoint=last)
 
     # 3. Scores and artefacts.
-    val_loss = trainer.evaluate()["eval_loss"]
+    # The best checkpoint is loaded and its validation loss already known: no second pass.
+    val_loss = trainer.state.best_metric
+    if val_loss is None:
+        val_loss = trainer.evaluate()["eval_loss"]
     test_loss, test_tokens = token_weighted_loss(trainer.model, splits["test"])
     trainer.model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
