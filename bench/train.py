@@ -44,11 +44,11 @@ def measure(model_path: str, four_bit: bool, checkpointing: bool, seq_len: int, 
     import torch
 
     from training.config import TrainConfig
-    from training.train import _load_model
+    from training.model import load_model
 
     on_cuda = torch.cuda.is_available()
     cfg = TrainConfig(base_model=model_path, load_in_4bit=four_bit, gradient_checkpointing=checkpointing)
-    model, _ = _load_model(cfg, on_cuda)
+    model, _ = load_model(cfg, on_cuda)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -211,10 +211,10 @@ def _bnb_reason():
 def test_qlora_4bit_step_on_cpu_with_eval_in_between(tiny_model_dir, formatter):
     """The 4-bit path: train, evaluate (a no-grad pass), train again — the AVX512-BF16 trap."""
     from training.config import TrainConfig
-    from training.train import _load_model, token_weighted_loss
+    from training.model import load_model, token_weighted_loss
 
     cfg = TrainConfig(base_model=str(tiny_model_dir), load_in_4bit=True, gradient_checkpointing=False)
-    model, four_bit = _load_model(cfg, on_cuda=False)
+    model, four_bit = load_model(cfg, on_cuda=False)
     assert four_bit
     examples, _ = formatter.dataset(load_records(DATA / "val.jsonl")[:2], "val")
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -134,7 +134,7 @@ def run(adapter: Path, output: Path | None = None, base_model: str | None = None
 
 def _loss(model, examples: list[dict], device: str) -> dict:
     """Token-weighted mean cross-entropy over answer tokens: one number for the split, not a mean of means."""
-    from training.train import token_weighted_loss
+    from training.model import token_weighted_loss
 
     mean, tokens = token_weighted_loss(model, examples) if examples else (float("nan"), 0)
     return {"loss": mean, "perplexity": math.exp(mean), "tokens": tokens, "samples": len(examples)}

@@ -14,9 +14,8 @@ from app.brand_store import BrandSnapshot, BrandStore
 from app.composer import compose, request_fields
 from app.prompts import SYSTEM_PROMPT, neutralize, render_conversation, render_prompt, special_tokens_of
 from app.schemas import REQUEST_MODELS
+from training.model import IGNORE
 from training.records import DatasetError, Record
-
-IGNORE = -100  # label of a token that carries no loss
 
 
 def load_brands(path: Path) -> BrandSnapshot:

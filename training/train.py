@@ -16,64 +16,9 @@ import time
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.formatting import IGNORE, Formatter, load_brands
+from training.formatting import Formatter, load_brands
+from training.model import load_model, token_weighted_loss
 from training.records import load_records, sha256_of
-
-
-def token_weighted_loss(model, examples: list[dict]) -> tuple[float, int]:
-    """Mean cross-entropy over every label token of `examples`, and the token count."""
-    import torch
-
-    total, count = 0.0, 0
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for ex in examples:
-            ids = torch.tensor([ex["input_ids"]], device=device)
-            labels = torch.tensor([ex["labels"]], device=device)
-            logits = model(input_ids=ids).logits[:, :-1].float()
-            target = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
-            )
-            total += float(loss)
-            count += int((target != IGNORE).sum())
-    return total / max(count, 1), count
-
-
-def _load_model(cfg: TrainConfig, on_cuda: bool):
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    four_bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else on_cuda
-    kwargs: dict = {"dtype": torch.bfloat16 if on_cuda else torch.float32}
-    if four_bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-        )
-        kwargs["device_map"] = {"": "cuda" if on_cuda else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
-    if four_bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        if not on_cuda:
-            disable_cpu_repack(model)
-    lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora), four_bit
-
-
-def disable_cpu_repack(model) -> None:
-    """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights for inference at the first
-    no-grad forward (an evaluation), and the next training step then fails with an in-place
-    error on a leaf view. Keeping the training layout avoids it; other CPUs are unaffected."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
 
 
 def _loss_curve(history: list[dict], path: Path) -> None:
@@ -122,7 +67,7 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
 
     # 2. The model: 4-bit base + LoRA on every projection.
     torch.manual_seed(cfg.seed)
-    model, four_bit = _load_model(cfg, on_cuda)
+    model, four_bit = load_model(cfg, on_cuda)
     from datasets import Dataset
 
     args = SFTConfig(
