@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 TINY := models/tiny
 
-.PHONY: install demo serve test bench clean
+.PHONY: install demo serve test bench bench-streaming clean
 
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/.installed: pyproject.toml
@@ -33,6 +33,9 @@ test: install
 
 bench: $(TINY)/config.json
 	$(BIN)/python bench/batching.py --model $(TINY)
+
+bench-streaming: $(TINY)/config.json
+	$(BIN)/python bench/streaming.py --model $(TINY)
 
 clean:
 	rm -rf $(VENV) models outputs

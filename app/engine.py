@@ -1,11 +1,11 @@
-"""The model behind the service: an interface the worker calls, and the transformers engine.
+"""The in-process model: the interface the batching worker calls, and the transformers engine.
 
-`Engine` is what the batching worker and the routes depend on; tests fake it. `HFEngine`
-loads the base (4-bit NF4 on CUDA by default), the LoRA adapter, and the tokenizer, and
-generates a whole batch in one `generate` call with per-request sampling settings.
+`Engine` is what the local backend's worker depends on; tests fake it. `HFEngine` loads
+the base (4-bit NF4 on CUDA by default), the LoRA adapter, and the tokenizer, and
+generates a whole batch in one `generate` call with per-request sampling settings,
+reporting each row's text as it grows and each row's result as soon as that row ends.
 """
 
-import copy
 import json
 import logging
 import secrets
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from app.prompts import special_tokens_of
+from app.prompter import tokenizer_source
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class GenerationResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" at <|im_end|>, "length" at max_new_tokens
+    finish_reason: str  # "stop" at <|im_end|>, "length" at max_new_tokens, "cancelled" if its client left
     seed: int | None = None
 
 
@@ -59,18 +59,28 @@ class EngineLoadError(RuntimeError):
     """The model cannot be loaded as configured; the message says which setting to change."""
 
 
+class RowListener(Protocol):
+    """One request's side of a batch; called from the generation thread."""
+
+    cancelled: bool  # read every step: True ends the row at once
+
+    def delta(self, text: str) -> None: ...
+
+    def finished(self, result: "GenerationResult") -> None: ...
+
+
 class Engine(Protocol):
-    """What the service needs from a model. Implementations must be safe to call from one worker thread."""
+    """A model that generates a batch at a time. Implementations must be safe to call from one worker thread.
+
+    `listeners`, one per request (or None), hear each row's new text as it is produced and
+    its result the moment the row ends; the returned list holds every result as well."""
 
     info: ModelInfo
     defaults: SamplingDefaults
-    special_tokens: tuple[str, ...]
 
-    def render(self, messages: list[dict[str, str]]) -> str: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
+    def generate(
+        self, requests: list[GenerationRequest], listeners: list[RowListener | None] | None = None
+    ) -> list[GenerationResult]: ...
 
 
 def resolve_device(setting: str) -> str:
@@ -111,11 +121,8 @@ class HFEngine:
         self.info = info
         self.defaults = defaults
         self.stop_ids = stop_ids
-        self.special_tokens = special_tokens_of(tokenizer)
-        # The worker thread pads batches with `tokenizer` (padding mutates the Rust tokenizer)
-        # while the event loop counts prompt tokens: sharing one object raises "Already
-        # borrowed" under load, so the request path gets its own copy.
-        self._front = copy.deepcopy(tokenizer)
+        # This tokenizer belongs to the generation thread (padding mutates the Rust object);
+        # the request path counts tokens with the Prompter's own instance.
 
     @classmethod
     def load(cls, settings: Settings) -> "HFEngine":
@@ -147,21 +154,19 @@ class HFEngine:
         if not four_bit:
             model.to(device)
 
-        tokenizer_source = settings.base_model
         adapter_name = None
         if settings.adapter_path:
             adapter_name = str(settings.adapter_path)
             model = cls._attach_adapter(model, settings, adapter_config or {})
-            if (settings.adapter_path / "tokenizer_config.json").is_file():
-                tokenizer_source = str(settings.adapter_path)
         model.eval()
 
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        source = tokenizer_source(settings)
+        tokenizer = AutoTokenizer.from_pretrained(source)
         tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         if tokenizer.pad_token is None:
             tokenizer.pad_token = "<|endoftext|>"
         if tokenizer.pad_token_id == tokenizer.eos_token_id:
-            raise EngineLoadError(f"tokenizer of {tokenizer_source} uses its eos token as pad; pad must differ")
+            raise EngineLoadError(f"tokenizer of {source} uses its eos token as pad; pad must differ")
 
         gen = model.generation_config
         defaults = SamplingDefaults(
@@ -198,18 +203,12 @@ class HFEngine:
                 f"(it was trained on {trained_on!r}): {str(exc)[:300]}. Serve it on the base it was trained on"
             ) from exc
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        from app.prompts import render_prompt
-
-        return render_prompt(self._front, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._front(text, add_special_tokens=False)["input_ids"])
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(
+        self, requests: list[GenerationRequest], listeners: list[RowListener | None] | None = None
+    ) -> list[GenerationResult]:
         import torch
 
-        from app.sampling import PerRowLimit, PerRowSampler
+        from app.sampling import PerRowSampler, RowTracker
 
         if not requests:
             return []
@@ -217,13 +216,18 @@ class HFEngine:
         device = self.info.device
         batch = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = {k: v.to(device) for k, v in batch.items()}
-        prompt_len = batch["input_ids"].shape[1]
+        prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
         limits = [r.max_new_tokens for r in requests]
         sampler = PerRowSampler(
             [(r.temperature, r.top_p, r.top_k) for r in requests], seeds, device=device
         )
+
+        def result(row: int, decoder, reason: str) -> GenerationResult:
+            return GenerationResult(decoder.final_text, int(prompt_tokens[row]), len(decoder.ids), reason, seeds[row])
+
+        tracker = RowTracker(self.tokenizer, limits, self.stop_ids, listeners or [None] * len(requests), result)
         with torch.inference_mode():
-            out = self.model.generate(
+            self.model.generate(
                 **batch,
                 do_sample=False,  # sampling happens per row in PerRowSampler, seeded per request
                 temperature=None,
@@ -231,23 +235,8 @@ class HFEngine:
                 top_k=None,
                 max_new_tokens=max(limits),
                 logits_processor=[sampler],
-                stopping_criteria=[PerRowLimit(prompt_len, limits)],
+                stopping_criteria=[tracker],
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        results = []
-        stops = set(self.stop_ids)
-        for row, request in enumerate(requests):
-            new = out[row, prompt_len:].tolist()[: request.max_new_tokens]
-            end = next((i for i, t in enumerate(new) if t in stops), None)
-            tokens = new if end is None else new[:end]
-            results.append(
-                GenerationResult(
-                    text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-                    prompt_tokens=int(batch["attention_mask"][row].sum()),
-                    completion_tokens=len(tokens),
-                    finish_reason="length" if end is None else "stop",
-                    seed=seeds[row],
-                )
-            )
-        return results
+        return tracker.results

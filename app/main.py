@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import thai
-from app.batching import BatchWorker
+from app.backend import LocalBackend
 from app.brand_store import BrandStore
 from app.engine import Engine, HFEngine, check_adapter_folder
 from app.errors import install_error_handlers
 from app.metrics import Metrics
+from app.prompter import Prompter
 from app.routes import api, ops
 from app.service import DirectorService
 from app.settings import Settings, get_settings
@@ -54,8 +55,8 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         finally:
             stop.set()
             loader.cancel()
-            if service.worker:
-                await service.worker.stop()
+            if service.backend:
+                await service.backend.close()
             await asyncio.gather(watcher, loader, return_exceptions=True)
 
     app = FastAPI(title="AI Director", version="0.1.0", lifespan=lifespan,
@@ -108,9 +109,11 @@ class ObserveMiddleware:
 
 
 async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
-    """Load the model off the event loop, so /health answers while a 7B model loads."""
+    """Load the tokenizer, then the model, off the event loop: /health answers while a 7B
+    model loads, and dry runs as soon as the tokenizer is there."""
     settings = service.settings
     try:
+        service.prompter = await asyncio.to_thread(Prompter.load, settings)
         engine = await asyncio.to_thread(factory, settings)
     except asyncio.CancelledError:
         raise
@@ -120,10 +123,7 @@ async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
         if app.state.request_shutdown:  # a server that can never answer must not look alive
             app.state.request_shutdown()
         return
-    worker = BatchWorker(engine, settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue, service.metrics)
-    worker.start()
-    service.worker = worker
-    service.engine = engine
+    service.backend = LocalBackend(engine, settings, service.metrics)
     log.info("ready: %s", engine.info)
 
 
@@ -131,17 +131,17 @@ def _health(app: FastAPI) -> dict:
     service: DirectorService | None = getattr(app.state, "service", None)
     store = service.store if service else None
     error = store.last_error if store else None
-    engine = service.engine if service else None
+    backend = service.backend if service else None
     return {
         "status": "ok",
         "ready": bool(service and service.ready),
         "uptime_s": round(time.time() - app.state.started, 1),
         "model": {
-            "loaded": engine is not None,
+            "loaded": backend is not None,
             "base": app.state.settings.base_model,
             "adapter": str(app.state.settings.adapter_path) if app.state.settings.adapter_path else None,
-            "device": engine.info.device if engine else None,
-            "quantization": engine.info.quantization if engine else None,
+            "device": backend.info.device if backend else None,
+            "quantization": backend.info.quantization if backend else None,
             "load_error": app.state.load_error,
         },
         "brands": {
@@ -150,5 +150,5 @@ def _health(app: FastAPI) -> dict:
             "path": str(app.state.settings.brands_path),
             "last_reload_error": {"message": error.message, "at": error.at} if error else None,
         },
-        "queue_depth": service.worker.depth if service and service.worker else 0,
+        "queue_depth": backend.depth if backend else 0,
     }

@@ -16,6 +16,15 @@ class Metrics:
         self.batch_size = Histogram(
             "ai_director_batch_size", "Requests generated together.", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
         )
+        self.time_to_first_token = Histogram(
+            "ai_director_time_to_first_token_seconds", "From admission to a request's first text.", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.inter_token_latency = Histogram(
+            "ai_director_inter_token_latency_seconds", "Between two pieces of one request's text.", registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+        )
+        self.open_streams = Gauge("ai_director_open_streams", "Streaming responses in progress.", registry=r)
         self.prompt_tokens = Counter("ai_director_prompt_tokens", "Prompt tokens processed.", registry=r)
         self.generated_tokens = Counter("ai_director_generated_tokens", "Tokens generated.", registry=r)
         self.cancelled = Counter(

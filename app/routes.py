@@ -1,10 +1,12 @@
-"""HTTP routes. Each one fetches the service from app.state, calls it, and returns JSON."""
+"""HTTP routes. Each one fetches the service from app.state, calls it, and returns JSON,
+or server-sent events when the request asks for a stream."""
 
 import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.auth import require_api_key
 from app.errors import APIError, error_body
@@ -31,6 +33,17 @@ async def until_disconnect(request: Request, work):
         task.cancel()
 
 
+async def answer(request: Request, service: DirectorService, body):
+    """JSON, or with `stream: true` an event stream: `delta` events, then `done` with the JSON body."""
+    request_id = request.state.request_id
+    if not body.stream:
+        return await until_disconnect(request, service.generate(body, request_id))
+    events = service.stream(body, request_id)  # raises before the first byte: a plain JSON error
+    keepalive = request.app.state.settings.stream_keepalive_s
+    # A comment line while the request waits or thinks, so proxies keep the connection open.
+    return EventSourceResponse(events, ping=keepalive, ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"))
+
+
 def get_service(request: Request) -> DirectorService:
     return request.app.state.service
 
@@ -44,19 +57,19 @@ ops = APIRouter()
 @api.post("/caption", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def caption(body: CaptionRequest, service: ServiceDep, request: Request):
     """A social caption for a brand and an occasion."""
-    return await until_disconnect(request, service.generate(body, request.state.request_id))
+    return await answer(request, service, body)
 
 
 @api.post("/adapt-voice", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def adapt_voice(body: AdaptVoiceRequest, service: ServiceDep, request: Request):
     """A generic message rewritten in a brand's voice."""
-    return await until_disconnect(request, service.generate(body, request.state.request_id))
+    return await answer(request, service, body)
 
 
 @api.post("/brief", response_model=GenerateResponse, response_model_exclude_unset=True)
 async def brief(body: BriefRequest, service: ServiceDep, request: Request):
     """A campaign brief for a brand and its objectives."""
-    return await until_disconnect(request, service.generate(body, request.state.request_id))
+    return await answer(request, service, body)
 
 
 @api.post("/check")
@@ -96,5 +109,6 @@ async def ready(service: ServiceDep, request: Request):
 async def metrics(request: Request):
     """Prometheus metrics."""
     m = request.app.state.metrics
-    m.queue_depth.set(request.app.state.service.worker.depth if request.app.state.service.worker else 0)
+    backend = request.app.state.service.backend
+    m.queue_depth.set(backend.depth if backend else 0)
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

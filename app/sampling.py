@@ -1,4 +1,4 @@
-"""Per-request sampling inside one batched `generate` call.
+"""Per-request sampling and per-request streaming inside one batched `generate` call.
 
 transformers applies one temperature / top-p / seed to a whole batch. To batch requests
 that asked for different settings, and to make `seed` reproducible whatever else shares
@@ -39,13 +39,49 @@ class PerRowSampler(LogitsProcessor):
         return scores
 
 
-class PerRowLimit(StoppingCriteria):
-    """Stops each row at its own max_new_tokens; the batch runs until the longest is done."""
+class RowTracker(StoppingCriteria):
+    """Follows each row of a batched `generate` step by step.
 
-    def __init__(self, prompt_len: int, limits: list[int]):
-        self.prompt_len = prompt_len
-        self.limits = torch.tensor(limits)
+    Called after every new token, it decodes each live row incrementally, hands the new
+    text to the row's listener, and ends the row at its own stop token, its own
+    max_new_tokens, or when its client has gone. A finished row's listener gets its
+    result at once, not when the longest row of the batch is done.
+    """
+
+    def __init__(self, tokenizer, limits: list[int], stop_ids, listeners, make_result):
+        from app.detokenize import IncrementalDecoder
+
+        self.limits = limits
+        self.stop_ids = set(stop_ids)
+        self.listeners = listeners
+        self.make_result = make_result  # (row, decoder, finish_reason) -> GenerationResult
+        self.decoders = [IncrementalDecoder(tokenizer) for _ in limits]
+        self.results: list = [None] * len(limits)
+
+    def _finish(self, row: int, reason: str) -> None:
+        tail = self.decoders[row].finish()
+        result = self.results[row] = self.make_result(row, self.decoders[row], reason)
+        listener = self.listeners[row]
+        if listener is not None:
+            if tail:
+                listener.delta(tail)
+            listener.finished(result)
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        generated = input_ids.shape[1] - self.prompt_len
-        return (self.limits.to(input_ids.device) <= generated)
+        newest = input_ids[:, -1].tolist()  # one device sync per step; generate makes one anyway
+        for row, token in enumerate(newest):
+            if self.results[row] is not None:
+                continue
+            listener = self.listeners[row]
+            if listener is not None and listener.cancelled:
+                self._finish(row, "cancelled")
+                continue
+            if token in self.stop_ids:
+                self._finish(row, "stop")
+                continue
+            delta = self.decoders[row].push(token)
+            if delta and listener is not None:
+                listener.delta(delta)
+            if len(self.decoders[row].ids) >= self.limits[row]:
+                self._finish(row, "length")
+        return torch.tensor([r is not None for r in self.results], device=input_ids.device)

@@ -26,6 +26,7 @@ class _Request(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default from the model.")
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed + same input = same output.")
+    stream: bool = Field(False, description="Answer as server-sent events: `delta` events, then `done`.")
     attempts: int = Field(1, ge=1, le=4, description="Candidates to generate; the first on-brand one wins.")
     dry_run: bool = Field(False, description="Return the prompt and brand context without generating.")
 
@@ -33,6 +34,14 @@ class _Request(BaseModel):
     @classmethod
     def _brand_words(cls, v: str) -> str:
         return _has_words(v, "brand")
+
+    @field_validator("attempts")
+    @classmethod
+    def _one_attempt_when_streaming(cls, v: int, info) -> int:
+        # `stream` is declared before `attempts`, so it is already validated here.
+        if v > 1 and info.data.get("stream"):
+            raise ValueError("streaming returns one answer; use attempts 1 with stream, or stream false to compare candidates")
+        return v
 
 
 class CaptionRequest(_Request):

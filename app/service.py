@@ -2,19 +2,23 @@
 prompt, queue the generation, check the answer. Routes only translate HTTP."""
 
 import asyncio
+import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from app.batching import BatchWorker, QueueFullError
+from app.backend import Backend, QueueFullError
+from app.batching import Generation
 from app.brand_resolver import BrandMatch
 from app.brand_store import BrandSnapshot, BrandStore
 from app.checks import CheckReport, check_text
 from app.composer import compose, request_fields
-from app.engine import Engine, GenerationRequest, GenerationResult
-from app.errors import APIError
+from app.engine import GenerationRequest, GenerationResult, SamplingDefaults
+from app.errors import APIError, error_body
 from app.metrics import Metrics
+from app.prompter import Prompter
 from app.prompts import BrandContext, profile_lines
-from app.schemas import REQUEST_MODELS, CheckRequest
+from app.schemas import REQUEST_MODELS, CheckRequest, GenerateResponse
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +44,12 @@ class DirectorService:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.engine: Engine | None = None
-        self.worker: BatchWorker | None = None
+        self.prompter: Prompter | None = None  # the tokenizer: loaded in seconds, before the model
+        self.backend: Backend | None = None
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and self.store.snapshot is not None
+        return self.backend is not None and self.prompter is not None and self.store.snapshot is not None
 
     def _snapshot(self) -> BrandSnapshot:
         snapshot = self.store.snapshot
@@ -68,13 +72,15 @@ class DirectorService:
         task = TASK_OF[type(req)]
         snapshot = self._snapshot()
         match = self.resolve(snapshot, req.brand)
-        engine = self._engine()
+        prompter = self.prompter
+        if prompter is None:
+            raise APIError(503, "not_ready", "the tokenizer is still loading; retry shortly", headers={"Retry-After": "2"})
         composed = compose(
-            task, match.brand, request_fields(req), snapshot.retriever, engine.count_tokens,
-            engine.special_tokens, self.settings.context_token_budget,
+            task, match.brand, request_fields(req), snapshot.retriever, prompter.count_tokens,
+            prompter.special_tokens, self.settings.context_token_budget,
         )
-        prompt = engine.render(composed.messages)
-        prompt_tokens = engine.count_tokens(prompt)
+        prompt = prompter.render(composed.messages)
+        prompt_tokens = prompter.count_tokens(prompt)
         room = self.settings.max_seq_length - prompt_tokens
         if room < 16:
             raise APIError(
@@ -89,24 +95,29 @@ class DirectorService:
             prompt_tokens, min(wanted, room),
         )
 
-    def _engine(self) -> Engine:
-        if self.engine is None or self.worker is None:
+    def _backend(self) -> Backend:
+        if self.backend is None:
             raise APIError(503, "not_ready", "the model is still loading; retry shortly", headers={"Retry-After": "10"})
-        return self.engine
+        return self.backend
 
-    async def generate(self, req, request_id: str = "-") -> dict:
-        p = self.prepare(req)
-        body = {
-            "brand": p.match.brand.name,
-            "brand_version": p.snapshot.version,
-            "brand_match": p.match.summary(),
-            "model": {"base": self.engine.info.base, "adapter": self.engine.info.adapter},
-        }
-        if req.dry_run:
-            return body | {"text": "", "usage": {"prompt_tokens": p.prompt_tokens, "completion_tokens": 0},
-                           "prompt": p.prompt, "context": self._context_out(p)}
-        defaults = self.engine.defaults
-        requests = [
+    def _head(self, p: Prepared) -> dict:
+        """What every answer to this request starts with, generated or not."""
+        body = {"brand": p.match.brand.name, "brand_version": p.snapshot.version, "brand_match": p.match.summary()}
+        backend = self.backend
+        info = backend.info if backend else None
+        return body | {"model": {"base": info.base if info else self.settings.base_model,
+                                 "adapter": info.adapter if info else self._adapter_setting()}}
+
+    def _adapter_setting(self) -> str | None:
+        return str(self.settings.adapter_path) if self.settings.adapter_path else None
+
+    def _dry(self, p: Prepared) -> dict:
+        return {"text": "", "usage": {"prompt_tokens": p.prompt_tokens, "completion_tokens": 0},
+                "prompt": p.prompt, "context": self._context_out(p)}
+
+    @staticmethod
+    def _requests(p: Prepared, req, defaults: SamplingDefaults) -> list[GenerationRequest]:
+        return [
             GenerationRequest(
                 prompt=p.prompt,
                 max_new_tokens=p.max_new_tokens,
@@ -117,7 +128,9 @@ class DirectorService:
             )
             for attempt in range(req.attempts)
         ]
-        results = await self._run(requests, request_id)
+
+    def _answer(self, p: Prepared, req, results: list[GenerationResult]) -> dict:
+        """The generated part of the body: the first on-brand candidate, else the best scored."""
         leaks = p.snapshot.leaks
         reports = [check_text(r.text, p.match.brand, req.platform, leaks) for r in results]
         chosen = next((i for i, rep in enumerate(reports) if rep.on_brand), None)
@@ -125,7 +138,7 @@ class DirectorService:
             chosen = max(range(len(reports)), key=lambda i: reports[i].score)
         self._count_failures(reports[chosen])
         result = results[chosen]
-        body |= {
+        body = {
             "text": result.text,
             "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": sum(r.completion_tokens for r in results)},
             "finish_reason": result.finish_reason,
@@ -139,33 +152,99 @@ class DirectorService:
             ]
         return body
 
-    async def _run(self, requests: list[GenerationRequest], request_id: str) -> list[GenerationResult]:
-        worker = self.worker
-        timeout = self.settings.request_timeout_s
-        tasks = [asyncio.ensure_future(worker.submit(r, request_id)) for r in requests]
-        gathered = asyncio.gather(*tasks)
+    async def generate(self, req, request_id: str = "-") -> dict:
+        p = self.prepare(req)
+        if req.dry_run:
+            return self._head(p) | self._dry(p)
+        backend = self._backend()
+        generations = self._admit(backend, self._requests(p, req, backend.defaults), request_id, stream=False)
+        results = await self._results(generations, request_id)
+        return self._head(p) | self._answer(p, req, results)
+
+    def stream(self, req, request_id: str = "-") -> AsyncIterator[dict]:
+        """Server-sent events for one request. Everything that can fail before the first
+        byte (brand, prompt, readiness, a full queue) raises here, as an APIError."""
+        p = self.prepare(req)
+        if req.dry_run:
+            return self._events(p, req, None, request_id)
+        backend = self._backend()
+        [generation] = self._admit(backend, self._requests(p, req, backend.defaults), request_id, stream=True)
+        return self._events(p, req, generation, request_id)
+
+    async def _events(self, p: Prepared, req, generation: Generation | None, request_id: str) -> AsyncIterator[dict]:
+        self.metrics.open_streams.inc()
+        finished = False
+        try:
+            if generation is None:
+                body = self._head(p) | self._dry(p)
+            else:
+                result = None
+                # A deadline per wait, not asyncio.timeout(): that must never span a `yield`.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.settings.request_timeout_s
+                events = aiter(generation)
+                try:
+                    while result is None:
+                        event = await asyncio.wait_for(anext(events), deadline - loop.time())
+                        if isinstance(event, str):
+                            yield {"event": "delta", "data": json.dumps({"text": event}, ensure_ascii=False)}
+                        else:
+                            result = event
+                finally:
+                    await events.aclose()  # stops the row if the stream ends early
+                body = self._head(p) | self._answer(p, req, [result])
+            done = GenerateResponse.model_validate(body).model_dump(mode="json", exclude_unset=True)
+            finished = True
+            yield {"event": "done", "data": json.dumps(done, ensure_ascii=False)}
+        except (asyncio.CancelledError, GeneratorExit):
+            if not finished:
+                self.metrics.cancelled.inc()  # the client left mid-stream; the row has stopped
+            raise
+        except Exception as exc:
+            finished = True
+            error = self._failure(exc, request_id)
+            yield {"event": "error", "data": json.dumps(error_body(error.code, error.message), ensure_ascii=False)}
+        finally:
+            self.metrics.open_streams.dec()
+
+    def _admit(self, backend: Backend, requests: list[GenerationRequest], request_id: str, stream: bool) -> list:
+        generations: list[Generation] = []
+        try:
+            for request in requests:
+                generations.append(backend.submit(request, request_id, stream))
+        except QueueFullError as exc:
+            for generation in generations:
+                generation.cancelled = True  # admitted attempts of a refused request leave too
+            raise APIError(
+                429, "queue_full", f"the server is at capacity ({exc}); retry after the Retry-After seconds",
+                headers={"Retry-After": str(backend.retry_after_s())},
+            ) from exc
+        return generations
+
+    def _failure(self, exc: Exception, request_id: str) -> APIError:
+        if isinstance(exc, TimeoutError):
+            timeout = self.settings.request_timeout_s
+            return APIError(
+                504, "timeout", f"no answer within {timeout:g} s (AI_DIRECTOR_REQUEST_TIMEOUT_S); the server is busy "
+                "or max_new_tokens is large; retry or ask for fewer tokens",
+            )
+        return APIError(  # logged with the request id by the worker
+            500, "generation_failed", f"the model failed on this request (id {request_id}): {exc}; it is logged",
+        )
+
+    async def _results(self, generations: list[Generation], request_id: str) -> list[GenerationResult]:
+        gathered = asyncio.gather(*(g.result() for g in generations))
         # When the caller is cancelled (client gone), nobody awaits the gather's outcome: read it
         # here so asyncio does not log "exception was never retrieved".
         gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await asyncio.wait_for(gathered, timeout)
-        except QueueFullError as exc:
-            raise APIError(
-                429, "queue_full", f"the server is at capacity ({exc}); retry after the Retry-After seconds",
-                headers={"Retry-After": str(worker.retry_after_s())},
-            ) from exc
-        except TimeoutError as exc:
-            raise APIError(
-                504, "timeout", f"no answer within {timeout:g} s (AI_DIRECTOR_REQUEST_TIMEOUT_S); the server is busy "
-                "or max_new_tokens is large; retry or ask for fewer tokens",
-            ) from exc
-        except Exception as exc:  # logged with the request id by the worker
-            raise APIError(
-                500, "generation_failed", f"the model failed on this request (id {request_id}): {exc}; it is logged",
-            ) from exc
+            return await asyncio.wait_for(gathered, self.settings.request_timeout_s)
+        except Exception as exc:
+            raise self._failure(exc, request_id) from exc
         finally:
-            for task in tasks:
-                task.cancel()  # a timed-out or refused request leaves nothing queued behind it
+            for generation in generations:
+                if not generation.ended:
+                    generation.cancelled = True  # a timed-out request leaves nothing queued behind it
 
     def _count_failures(self, report: CheckReport) -> None:
         for name in report.failed:

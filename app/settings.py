@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="How long the first request waits for company.")
     max_queue: int = Field(64, gt=0, description="Waiting requests beyond this get 429.")
     request_timeout_s: float = Field(120.0, gt=0, description="A request not answered by then gets 504.")
+    stream_interval_ms: float = Field(
+        25.0, ge=0, le=1000, description="Text produced within this many ms of the last event is sent as one event."
+    )
+    stream_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on an event stream.")
     max_new_tokens: int = Field(512, gt=0, le=4096, description="Cap on a request's max_new_tokens.")
     max_seq_length: int = Field(1024, ge=128, description="Prompt + completion budget; the adapter's training length.")
     context_token_budget: int = Field(384, ge=32, description="Tokens the brand-context block may take in a prompt.")

@@ -30,7 +30,7 @@ async def one_round(engine, metrics, prompts, max_batch_size: int) -> tuple[floa
     worker.start()
     start = time.perf_counter()
     results = await asyncio.gather(
-        *[worker.submit(GenerationRequest(p, MAX_NEW_TOKENS, temperature=0.0)) for p in prompts]
+        *[worker.submit(GenerationRequest(p, MAX_NEW_TOKENS, temperature=0.0)).result() for p in prompts]
     )
     seconds = time.perf_counter() - start
     await worker.stop()
@@ -43,13 +43,14 @@ async def one_round(engine, metrics, prompts, max_batch_size: int) -> tuple[floa
 def main(args) -> None:
     from app.engine import HFEngine
     from app.metrics import Metrics
+    from app.prompter import Prompter
     from app.prompts import build_messages
     from app.settings import Settings
 
     settings = Settings(base_model=args.model, device=args.device, load_in_4bit=args.four_bit, _env_file=None)
     engine = HFEngine.load(settings)
     prompts = [
-        engine.render(build_messages("caption", "TechZone", {"context": f"{OCCASIONS[i % 8]} #{i}"}, None))
+        Prompter(engine.tokenizer).render(build_messages("caption", "TechZone", {"context": f"{OCCASIONS[i % 8]} #{i}"}, None))
         for i in range(CONCURRENT)
     ]
     asyncio.run(one_round(engine, Metrics(), prompts[:2], 2))  # warm-up

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import datetime
 import gc
-import json
 import math
 import platform
 import resource
@@ -213,7 +212,10 @@ def load_engine(report: Report, args, base: Path, adapter: Path):
 def prompts_for(engine, count: int) -> list[str]:
     """Real product prompts: the caption instruction plus each brand's profile, products and examples."""
     from app.brand_schema import BrandFile
+    from app.prompter import Prompter
     from app.prompts import BrandContext, Retrieved, build_messages, product_line
+
+    prompter = Prompter(engine.tokenizer)
 
     brands = BrandFile.model_validate_json((REPO / "brands" / "brands.json").read_bytes()).brands
     out = []
@@ -222,7 +224,7 @@ def prompts_for(engine, count: int) -> list[str]:
         context = BrandContext(brand, [Retrieved(product_line(p)) for p in brand.products[:3]],
                                [Retrieved(e) for e in brand.example_posts[:2]])
         fields = {"context": f"{OCCASIONS[i % len(OCCASIONS)]} #{i}", "platform": "instagram"}
-        out.append(engine.render(build_messages("caption", brand.name, fields, context, engine.special_tokens)))
+        out.append(prompter.render(build_messages("caption", brand.name, fields, context, prompter.special_tokens)))
     return out
 
 
@@ -235,7 +237,7 @@ async def _through_worker(engine, requests, max_batch_size: int) -> tuple[float,
     worker.start()
     sync(engine.info.device)
     started = time.perf_counter()
-    results = await asyncio.gather(*[worker.submit(r) for r in requests])
+    results = await asyncio.gather(*[worker.submit(r).result() for r in requests])
     seconds = time.perf_counter() - started
     await worker.stop()
     samples = metrics.batch_size.collect()[0].samples
@@ -266,7 +268,7 @@ def decode(report: Report, args, engine, clock: Clock) -> None:
 
     n = args.new_tokens
     prompts = prompts_for(engine, CONCURRENT)
-    lengths = [engine.count_tokens(p) for p in prompts]
+    lengths = [len(engine.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     report.line(f"prompts: {CONCURRENT} product caption prompts, {min(lengths)}-{max(lengths)} tokens "
                 f"(mean {statistics.mean(lengths):.0f}); {n} new tokens each, greedy")
     greedy = [GenerationRequest(p, n, temperature=0.0) for p in prompts]
@@ -432,7 +434,7 @@ def static_cache(report: Report, args, base: Path, adapter: Path, clock: Clock) 
         calls("static cache + torch.compile", 3, cache_implementation="static")
     else:
         report.line(f"static cache + torch.compile: skipped, {clock.left():.0f} s of budget left")
-    del engine, inner
+    engine = inner = None  # drop the model before the memory is handed back
     free(args.device)
 
 

@@ -30,14 +30,21 @@ class FakeEngine:
     def count_tokens(self, text):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def generate(self, requests):
+    def generate(self, requests, listeners=None):
+        """Reports each reply in a few pieces to its listener, like a real streaming row."""
         self.release.wait(timeout=30)
         self.batches.append(list(requests))
         time.sleep(self.delay_s)
         if self.fail_on and any(self.fail_on in r.prompt for r in requests):
             raise RuntimeError("simulated failure")
-        return [
-            GenerationResult(self.reply() if callable(self.reply) else self.reply, self.count_tokens(r.prompt), 7,
-                             "stop", r.seed)
-            for r in requests
-        ]
+        results = []
+        for row, r in enumerate(requests):
+            text = self.reply() if callable(self.reply) else self.reply
+            result = GenerationResult(text, self.count_tokens(r.prompt), 7, "stop", r.seed)
+            listener = listeners[row] if listeners else None
+            if listener is not None:
+                for start in range(0, len(text), 8):
+                    listener.delta(text[start : start + 8])
+                listener.finished(result)
+            results.append(result)
+        return results

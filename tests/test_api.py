@@ -14,6 +14,8 @@ from fakes import FakeEngine
 
 
 def make_client(brands_file, tokenizer, engine=None, **overrides):
+    # The prompter loads the tokenizer from the base model's folder: the tiny one.
+    overrides.setdefault("base_model", tokenizer.name_or_path)
     settings = Settings(brands_path=brands_file, _env_file=None, **overrides)
     engine = engine or FakeEngine(tokenizer)
     app = create_app(settings, engine_factory=lambda s: engine)
@@ -126,13 +128,22 @@ def test_not_ready_is_503(brands_file, tiny_tokenizer):
         gate.wait(10)
         return engine
 
-    app = create_app(Settings(brands_path=brands_file, _env_file=None), engine_factory=slow_factory)
+    settings = Settings(brands_path=brands_file, base_model=tiny_tokenizer.name_or_path, _env_file=None)
+    app = create_app(settings, engine_factory=slow_factory)
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/health").json()["model"]["loaded"] is False
         assert_error(c.get("/ready"), 503, "not_ready")
         err = assert_error(c.post("/caption", json={"brand": "TechZone", "context": "launch"}), 503, "not_ready")
         assert "loading" in err["message"]
+        # The tokenizer loads in seconds, apart from the model: dry runs answer meanwhile.
+        dry = {"brand": "TechZone", "context": "launch", "dry_run": True}
+        for _ in range(200):
+            r = c.post("/caption", json=dry)
+            if r.status_code == 200:
+                break
+            time.sleep(0.02)
+        assert r.status_code == 200 and r.json()["prompt"] and r.json()["model"]["base"] == settings.base_model
         gate.set()
         wait_ready(c)
 
@@ -225,11 +236,12 @@ def test_metrics_count_requests_and_reloads(client):
     assert 'ai_director_brand_reloads_total{result="failed"} 0.0' in text
 
 
-def test_failed_model_load_is_reported_not_hidden(brands_file):
+def test_failed_model_load_is_reported_not_hidden(brands_file, tiny_model_dir):
     def broken(settings):
         raise RuntimeError("CUDA out of memory while loading")
 
-    app = create_app(Settings(brands_path=brands_file, _env_file=None), engine_factory=broken)
+    app = create_app(Settings(brands_path=brands_file, base_model=str(tiny_model_dir), _env_file=None),
+                     engine_factory=broken)
     with TestClient(app) as c:
         for _ in range(100):
             if c.get("/health").json()["model"]["load_error"]:

@@ -48,7 +48,7 @@ class AssertingEngine:
         self.expected = expected
         self.calls = 0
 
-    def generate(self, requests):
+    def generate(self, requests, listeners=None):
         assert len(requests) == self.expected, f"got a batch of {len(requests)}"
         self.calls += 1
         return [GenerationResult(r.prompt.upper(), 1, 1, "stop") for r in requests]
@@ -59,7 +59,7 @@ async def test_concurrent_requests_are_generated_together():
     worker = BatchWorker(engine, max_batch_size=4, batch_timeout_ms=200, max_queue=8, metrics=Metrics())
     worker.start()
     a, b = await asyncio.gather(
-        worker.submit(GenerationRequest("a", 4, 0.0)), worker.submit(GenerationRequest("b", 4, 0.0))
+        worker.submit(GenerationRequest("a", 4, 0.0)).result(), worker.submit(GenerationRequest("b", 4, 0.0)).result()
     )
     await worker.stop()
     assert (a.text, b.text) == ("A", "B") and engine.calls == 1
@@ -67,23 +67,21 @@ async def test_concurrent_requests_are_generated_together():
 
 async def test_full_queue_refuses_at_once():
     worker = BatchWorker(AssertingEngine(1), max_batch_size=1, batch_timeout_ms=0, max_queue=1, metrics=Metrics())
-    first = asyncio.ensure_future(worker.submit(GenerationRequest("a", 1, 0.0)))  # worker not started: it waits
-    await asyncio.sleep(0)
+    first = worker.submit(GenerationRequest("a", 1, 0.0))  # worker not started: it waits
     with pytest.raises(QueueFullError):
-        await worker.submit(GenerationRequest("b", 1, 0.0))
+        worker.submit(GenerationRequest("b", 1, 0.0))
     worker.start()
-    assert (await first).text == "A"
+    assert (await first.result()).text == "A"
     await worker.stop()
 
 
 async def test_cancelled_request_is_skipped():
     engine = AssertingEngine(expected=1)
     worker = BatchWorker(engine, max_batch_size=4, batch_timeout_ms=50, max_queue=8, metrics=Metrics())
-    gone = asyncio.ensure_future(worker.submit(GenerationRequest("gone", 1, 0.0)))
-    await asyncio.sleep(0)
-    gone.cancel()  # as a timed-out request does
+    gone = worker.submit(GenerationRequest("gone", 1, 0.0))
+    gone.cancelled = True  # as a timed-out request, or one whose client left, does
     worker.start()
-    kept = await worker.submit(GenerationRequest("kept", 1, 0.0))
+    kept = await worker.submit(GenerationRequest("kept", 1, 0.0)).result()
     await worker.stop()
     assert kept.text == "KEPT" and engine.calls == 1
 
@@ -91,3 +89,22 @@ async def test_cancelled_request_is_skipped():
 def test_bad_knobs_fail_when_built():
     with pytest.raises(ValueError, match="max_batch_size must be greater than 0"):
         BatchWorker(AssertingEngine(1), 0, 10, 8, Metrics())
+
+
+async def test_streamed_text_is_handed_over_at_most_once_per_interval():
+    class Burst:
+        def generate(self, requests, listeners=None):
+            for listener in listeners:
+                for piece in ("เปิด", "ตัว", "วันนี้", "!"):
+                    listener.delta(piece)
+                listener.finished(GenerationResult("เปิดตัววันนี้!", 1, 4, "stop"))
+            return [GenerationResult("เปิดตัววันนี้!", 1, 4, "stop") for _ in requests]
+
+    worker = BatchWorker(Burst(), 1, 0, 8, Metrics(), stream_interval_ms=60_000)
+    worker.start()
+    events = [e async for e in worker.submit(GenerationRequest("p", 4, 0.0), stream=True)]
+    await worker.stop()
+    # Four pieces in one burst: handed over as the first piece and then the rest joined (or all
+    # joined, when the reader comes late), none lost, and the result last.
+    assert len(events) <= 3 and all(isinstance(e, str) for e in events[:-1])
+    assert events[-1].text == "".join(events[:-1]) == "เปิดตัววันนี้!"

@@ -4,6 +4,7 @@
 import pytest
 
 from app.engine import EngineLoadError, GenerationRequest, HFEngine
+from app.prompter import Prompter
 from app.prompts import build_messages
 from app.settings import Settings
 
@@ -18,7 +19,7 @@ def engine(tiny_model_dir):
 
 
 def prompt(engine, context="Gaming mouse launch"):
-    return engine.render(build_messages("caption", "TechZone", {"context": context}, None))
+    return Prompter(engine.tokenizer).render(build_messages("caption", "TechZone", {"context": context}, None))
 
 
 def test_loads_with_left_padding_and_distinct_pad(engine):
@@ -67,7 +68,7 @@ def test_stops_at_im_end(tiny_model_dir):
             return scores
 
     p = prompt(engine)
-    n_prompt = engine.count_tokens(p)
+    n_prompt = Prompter(engine.tokenizer).count_tokens(p)
     original = engine.model.generate
 
     def generate(**kw):

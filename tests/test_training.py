@@ -44,7 +44,7 @@ def test_training_prompt_equals_the_services_dry_run(formatter, tiny_model_dir, 
     from fakes import FakeEngine
 
     records = load_records(DATA / f"{split}.jsonl")
-    settings = Settings(brands_path=REPO / "brands" / "brands.json", _env_file=None)
+    settings = Settings(brands_path=REPO / "brands" / "brands.json", base_model=str(tiny_model_dir), _env_file=None)
     app = create_app(settings, engine_factory=lambda s: FakeEngine(tiny_tokenizer))
     paths = {"caption": "/caption", "adapt_voice": "/adapt-voice", "brief": "/brief"}
     with TestClient(app) as client:

@@ -1,0 +1,60 @@
+"""The generation backend the service depends on, one level above the model.
+
+A backend takes one request at a time and returns a `Generation`, which its owner reads
+as an async iterator of text deltas ending with the result, or awaits for the result
+alone; leaving the iterator early cancels the request. The local backend is the batching
+worker in front of the in-process transformers engine. A remote engine (vLLM over HTTP)
+implements the same three members and batches on its own side; tests fake them.
+"""
+
+from typing import Protocol
+
+from app.batching import BatchWorker, Generation, QueueFullError
+from app.engine import Engine, GenerationRequest, ModelInfo, SamplingDefaults
+from app.metrics import Metrics
+from app.settings import Settings
+
+__all__ = ["Backend", "LocalBackend", "QueueFullError"]
+
+
+class Backend(Protocol):
+    info: ModelInfo
+    defaults: SamplingDefaults  # what a request gets for the sampling fields it leaves out
+
+    def submit(self, request: GenerationRequest, request_id: str, stream: bool) -> Generation:
+        """Admit the request now or raise QueueFullError (a 429 before any byte is sent)."""
+        ...
+
+    def retry_after_s(self) -> int: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalBackend:
+    """The in-process engine behind the dynamic batching worker."""
+
+    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics):
+        self.engine = engine
+        self.info = engine.info
+        self.defaults = engine.defaults
+        self.worker = BatchWorker(
+            engine, settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue, metrics,
+            settings.stream_interval_ms,
+        )
+        self.worker.start()
+
+    def submit(self, request: GenerationRequest, request_id: str = "-", stream: bool = False) -> Generation:
+        return self.worker.submit(request, request_id, stream)
+
+    def retry_after_s(self) -> int:
+        return self.worker.retry_after_s()
+
+    @property
+    def depth(self) -> int:
+        return self.worker.depth
+
+    async def close(self) -> None:
+        await self.worker.stop()
