@@ -140,6 +140,62 @@ def test_config_errors_are_clear(tmp_path):
     assert len(spec.target_modules) == 7 and spec.load_in_4bit is True
 
 
+def test_the_dataclass_defaults_are_the_spec_run():
+    """One source of defaults: TrainConfig itself, with nothing layered under it."""
+    from training.config import TrainConfig
+
+    spec = TrainConfig()
+    assert spec.base_model == "Qwen/Qwen2.5-7B-Instruct"
+    assert (spec.lora_r, spec.lora_alpha, spec.lora_dropout) == (16, 32, 0.05)
+    assert spec.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (spec.max_seq_length, spec.epochs, spec.batch_size, spec.grad_accum) == (1024, 3, 1, 4)
+    assert (spec.learning_rate, spec.warmup_steps, spec.optim) == (2e-4, 10, "paged_adamw_8bit")
+    assert spec.gradient_checkpointing and spec.load_in_4bit is True  # QLoRA on every device
+    assert load_config(None, {}) == spec
+    assert not (REPO / "training/configs/qwen2.5-7b-qlora.yaml").exists()  # no second copy to drift
+
+
+def test_a_yaml_changes_exactly_the_fields_it_lists(tmp_path):
+    import yaml
+
+    from training.config import TrainConfig
+
+    tiny_yaml = REPO / "training/configs/tiny-cpu.yaml"
+    listed = set(yaml.safe_load(tiny_yaml.read_text(encoding="utf-8")))
+    tiny, spec = load_config(tiny_yaml, {}).to_dict(), TrainConfig().to_dict()
+    assert {k for k in spec if tiny[k] != spec[k]} == listed  # and it restates no default
+    assert tiny["load_in_4bit"] is False
+    one = tmp_path / "one.yaml"
+    one.write_text("lora_r: 8\n")
+    assert load_config(one, {"epochs": 1}) == TrainConfig(lora_r=8, epochs=1)
+    with pytest.raises(ValueError, match="config file .*missing.yaml not found; see training/configs/"):
+        load_config(tmp_path / "missing.yaml", {})
+
+
+def test_precision_is_fp16_on_a_gpu_without_bf16(monkeypatch, tiny_model_dir):
+    """The T4 case, decided without a GPU: weights, 4-bit compute, trainer flags and autocast agree."""
+    from transformers import AutoModelForCausalLM
+
+    from training.model import compute_dtype, keep_frozen_embeddings_in_compute_dtype
+    from training.train import precision_args
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert compute_dtype(on_cuda=True) == torch.float16  # emulated bf16 does not count
+    assert precision_args(compute_dtype(on_cuda=True)) == {"bf16": False, "fp16": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert compute_dtype(on_cuda=True) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert compute_dtype(on_cuda=True) == torch.bfloat16
+    assert precision_args(torch.bfloat16) == {"bf16": True, "fp16": False}
+    assert compute_dtype(on_cuda=False) == torch.float32
+    assert precision_args(torch.float32) == {"bf16": False, "fp16": False}
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    keep_frozen_embeddings_in_compute_dtype(model, torch.float16)
+    assert model.get_input_embeddings().weight.dtype == torch.float16
+    assert model.get_output_embeddings().weight.dtype == torch.float16
+
+
 @pytest.fixture(scope="module")
 def trained_adapter(tiny_model_dir, tmp_path_factory):
     """A real CLI run on a slice of the data with a learning rate high enough to move weights."""

@@ -2,7 +2,7 @@
 
     python -m training tiny-model models/tiny           # the CPU demo / test model
     python -m training augment                          # 71 samples from 11 brands
-    python -m training train --config training/configs/qwen2.5-7b-qlora.yaml
+    python -m training train                            # the spec's QLoRA run: training/config.py
     python -m training evaluate --adapter outputs/adapter
 """
 
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     aug.add_argument("--out", type=Path, default=None, help="output file (default: DATA_DIR/train_augmented.jsonl)")
     aug.add_argument("--seed", type=int, default=42, help="seed of the synthetic draw")
     train = sub.add_parser("train", help="QLoRA fine-tune; writes the adapter folder")
-    train.add_argument("--config", type=Path, default=None, help="YAML of fields that differ from the spec's config")
+    train.add_argument("--config", type=Path, default=None,
+                       help="YAML of only the fields that differ from the defaults in training/config.py")
     train.add_argument("--base-model", default=None, help="hub name or local folder")
     train.add_argument("--data", type=Path, default=None, help="training JSONL")
     train.add_argument("--output", type=Path, default=None, help="adapter folder to write")

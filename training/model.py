@@ -1,5 +1,5 @@
-"""The model being fine-tuned: the base (4-bit NF4 on CUDA by default) with LoRA on every
-projection, and the token-weighted loss that training and evaluation report.
+"""The model being fine-tuned: the base (4-bit NF4 by default) with LoRA on every projection,
+the precision it computes in, and the token-weighted loss that training and evaluation report.
 
 Kept apart from the training loop so that benchmarks can load exactly what
 `python -m training train` trains, without the dataset and retrieval stack.
@@ -14,22 +14,22 @@ IGNORE = -100  # label of a token that carries no loss
 
 def load_model(cfg: TrainConfig, on_cuda: bool):
     """The PEFT model ready to train, and whether its base is 4-bit."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     four_bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else on_cuda
-    kwargs: dict = {"dtype": torch.bfloat16 if on_cuda else torch.float32}
+    dtype = compute_dtype(on_cuda)
+    kwargs: dict = {"dtype": dtype}
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
         )
         kwargs["device_map"] = {"": "cuda" if on_cuda else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
     if four_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         if on_cuda:
-            keep_frozen_embeddings_bf16(model)
+            keep_frozen_embeddings_in_compute_dtype(model, dtype)
         else:
             disable_cpu_repack(model)
     lora = LoraConfig(
@@ -39,20 +39,32 @@ def load_model(cfg: TrainConfig, on_cuda: bool):
     return get_peft_model(model, lora), four_bit
 
 
-def keep_frozen_embeddings_bf16(model) -> None:
-    """Undo peft's fp32 upcast of the input embeddings and the output head.
+def compute_dtype(on_cuda: bool):
+    """The precision the model computes in: the one choice behind the weights, the 4-bit compute
+    dtype, the trainer's mixed precision and the evaluation's autocast.
 
-    Both are frozen, and under bf16 autocast the head's matmul runs in bf16 anyway, from a
-    transient bf16 copy of the fp32 weight. On Qwen2.5-7B (152,064 x 3,584 each) the fp32
-    copies cost 2 x 2.2 GB. Measured on an H100 at 1024 tokens per sample, the peak drops
-    from 11.1 to 8.0 GiB and the optimizer step from 3.2 to 2.5 s
-    (bench/results/gpu-2026-11-28.txt). The small norm weights stay fp32.
-    """
+    bf16 where the GPU has it natively (compute capability 8.0 and up: A100, H100, L4); fp16 on
+    older GPUs such as the specification's T4, whose tensor cores have no bf16 (torch emulates it
+    there unless asked for native support only). fp32 on a CPU."""
     import torch
 
+    if not on_cuda:
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def keep_frozen_embeddings_in_compute_dtype(model, dtype) -> None:
+    """Undo peft's fp32 upcast of the input embeddings and the output head.
+
+    Both are frozen, and under autocast the head's matmul runs in the compute dtype anyway, from
+    a transient copy of the fp32 weight. On Qwen2.5-7B (152,064 x 3,584 each) the fp32 copies
+    cost 2 x 2.2 GB. Measured on an H100 (bf16) at 1024 tokens per sample, the peak drops from
+    11.1 to 8.0 GiB and the optimizer step from 3.2 to 2.5 s (bench/results/gpu-2026-11-28.txt).
+    The small norm weights stay fp32.
+    """
     for module in (model.get_input_embeddings(), model.get_output_embeddings()):
         if module is not None:
-            module.to(torch.bfloat16)
+            module.to(dtype)
 
 
 def disable_cpu_repack(model) -> None:
@@ -69,14 +81,15 @@ def disable_cpu_repack(model) -> None:
 def token_weighted_loss(model, examples: list[dict]) -> tuple[float, int]:
     """Mean cross-entropy over every label token of `examples`, and the token count.
 
-    On CUDA it runs under bf16 autocast, as the trainer's own evaluation does, so the test
-    loss is computed the way the validation loss was."""
+    On CUDA it runs under autocast in `compute_dtype`, as the trainer's own evaluation does, so
+    the test loss is computed the way the validation loss was."""
     import torch
 
     total, count = 0.0, 0
     model.eval()
     device = next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    on_cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=compute_dtype(on_cuda)) if on_cuda else nullcontext()
     with torch.no_grad(), autocast:
         for ex in examples:
             ids = torch.tensor([ex["input_ids"]], device=device)

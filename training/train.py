@@ -1,6 +1,6 @@
 """QLoRA fine-tune of the base model on the RAG-formatted dataset.
 
-    python -m training train --config training/configs/qwen2.5-7b-qlora.yaml
+    python -m training train                                    # the spec's run: TrainConfig's defaults
     python -m training train --config training/configs/tiny-cpu.yaml --epochs 1   # CPU smoke run
 
 Everything is validated before anything is written. The run works in OUTPUT.partial/
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from training.config import TrainConfig
 from training.formatting import Formatter, load_brands
-from training.model import load_model, token_weighted_loss
+from training.model import compute_dtype, load_model, token_weighted_loss
 from training.records import load_records, sha256_of
 
 
@@ -41,6 +41,13 @@ def _loss_curve(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def precision_args(dtype) -> dict:
+    """SFTConfig's mixed-precision flags for `compute_dtype`: bf16 or fp16 autocast, neither in fp32."""
+    import torch
+
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
@@ -89,7 +96,7 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
         save_total_limit=2,
         logging_steps=1,
         report_to=["tensorboard"],
-        bf16=on_cuda,
+        **precision_args(compute_dtype(on_cuda)),  # what load_model computes in: bf16, or fp16 on a T4
         use_cpu=not on_cuda,
         seed=cfg.seed,
         dataloader_pin_memory=on_cuda,
