@@ -83,6 +83,17 @@ class Engine(Protocol):
     ) -> list[GenerationResult]: ...
 
 
+def compute_dtype(on_cuda: bool):
+    """The precision the model computes in, serving and training alike: bf16 where the GPU has
+    it natively (A100, H100, L4), fp16 on older GPUs such as the T4, whose tensor cores have no
+    bf16 (torch would emulate it, slowly, unless asked for native support only); fp32 on a CPU."""
+    import torch
+
+    if not on_cuda:
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def resolve_device(setting: str) -> str:
     import torch
 
@@ -134,14 +145,15 @@ class HFEngine:
         four_bit = settings.load_in_4bit if settings.load_in_4bit is not None else on_cuda
         adapter_config = check_adapter_folder(settings.adapter_path) if settings.adapter_path else None
 
-        kwargs: dict = {"dtype": torch.bfloat16 if on_cuda else torch.float32}
+        dtype = compute_dtype(on_cuda)
+        kwargs: dict = {"dtype": dtype}
         if four_bit:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_compute_dtype=dtype if on_cuda else torch.bfloat16,
             )
             kwargs["device_map"] = {"": device}
         try:

@@ -7,6 +7,7 @@ Kept apart from the training loop so that benchmarks can load exactly what
 
 from contextlib import nullcontext
 
+from app.engine import compute_dtype  # one precision rule for serving and training
 from training.config import TrainConfig
 
 IGNORE = -100  # label of a token that carries no loss
@@ -37,20 +38,6 @@ def load_model(cfg: TrainConfig, on_cuda: bool):
         target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora), four_bit
-
-
-def compute_dtype(on_cuda: bool):
-    """The precision the model computes in: the one choice behind the weights, the 4-bit compute
-    dtype, the trainer's mixed precision and the evaluation's autocast.
-
-    bf16 where the GPU has it natively (compute capability 8.0 and up: A100, H100, L4); fp16 on
-    older GPUs such as the specification's T4, whose tensor cores have no bf16 (torch emulates it
-    there unless asked for native support only). fp32 on a CPU."""
-    import torch
-
-    if not on_cuda:
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def keep_frozen_embeddings_in_compute_dtype(model, dtype) -> None:
