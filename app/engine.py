@@ -27,6 +27,7 @@ class GenerationRequest:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    prompt_ids: tuple[int, ...] | None = None  # the prompt already encoded by the prompter, if it was
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,11 @@ class HFEngine:
             return []
         seeds = [r.seed if r.seed is not None else secrets.randbits(31) for r in requests]
         device = self.info.device
-        batch = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True, add_special_tokens=False)
+        if all(r.prompt_ids is not None for r in requests):  # encoded once, on the request path
+            batch = self.tokenizer.pad({"input_ids": [list(r.prompt_ids) for r in requests]}, return_tensors="pt")
+        else:
+            batch = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
+                                   add_special_tokens=False)
         batch = {k: v.to(device) for k, v in batch.items()}
         prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
         limits = [r.max_new_tokens for r in requests]

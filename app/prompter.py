@@ -39,5 +39,8 @@ class Prompter:
     def render(self, messages: list[dict[str, str]]) -> str:
         return render_prompt(self.tokenizer, messages)
 
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode(text))

@@ -107,16 +107,28 @@ def profile_lines(brand: Brand) -> list[str]:
     return lines
 
 
+BLOCK_HEADER = "### Brand"
+SECTION_HEADERS = {"product": "Products:", "example": "Example posts:"}
+
+
+def item_line(kind: str, text: str) -> str:
+    """One retrieved product or example post as a line of the brand block."""
+    return "- " + (text if kind == "product" else " / ".join(text.splitlines()))
+
+
+def brand_block_lines(context: BrandContext) -> list[str]:
+    """The block's lines, before neutralizing; retrieval counts tokens line by line."""
+    lines = [BLOCK_HEADER, *profile_lines(context.brand)]
+    for kind, items in (("product", context.products), ("example", context.examples)):
+        if items:
+            lines.append(SECTION_HEADERS[kind])
+            lines += [item_line(kind, item.text) for item in items]
+    return lines
+
+
 def brand_block(context: BrandContext, special_tokens: Iterable[str] = ()) -> str:
     """The brand-context block of the user turn."""
-    lines = ["### Brand", *profile_lines(context.brand)]
-    if context.products:
-        lines.append("Products:")
-        lines += [f"- {item.text}" for item in context.products]
-    if context.examples:
-        lines.append("Example posts:")
-        lines += ["- " + " / ".join(item.text.splitlines()) for item in context.examples]
-    return neutralize("\n".join(lines), tuple(special_tokens))
+    return neutralize("\n".join(brand_block_lines(context)), tuple(special_tokens))
 
 
 def _field_text(value: Any) -> str:

@@ -1,14 +1,26 @@
 """Which brand facts go into a prompt: the profile always, then the products and example
-posts that best match the request (BM25 over newmm tokens), within a token budget."""
+posts that best match the request (BM25 over newmm tokens), within a token budget.
+
+Token counts are taken once per brand, tokenizer and brands version, line by line, and a
+request fits its budget by adding them up. Byte-level BPE (Qwen's and the tiny model's)
+never merges across a line break except for the break itself, which joins the end of the
+line before it, so each line is counted with its newline and the last one without. One
+exact encode of the chosen block checks the sum; a tokenizer that merges across lines
+after all gets the line-by-line exact fit instead, so the chosen items never differ.
+"""
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from threading import Lock
 
 import bm25s
 
 from app.brand_schema import Brand
-from app.prompts import BrandContext, Retrieved, brand_block, product_line
+from app.prompts import (
+    BLOCK_HEADER, SECTION_HEADERS, BrandContext, Retrieved, brand_block, item_line, neutralize, product_line,
+    profile_lines,
+)
 from app.thai import build_dictionary, tokenize
 
 _THAI = re.compile("[\u0e00-\u0e7f]")
@@ -28,6 +40,7 @@ class BrandRetriever:
         terms = {w for name in names for w in name.split() if _THAI.search(w)}
         self.dictionary = build_dictionary(terms)
         self._indexes: dict[str, tuple[list[tuple[str, str]], bm25s.BM25 | None]] = {}
+        self._costs: dict[tuple[str, Callable], _Costs] = {}
         self._lock = Lock()
 
     def _index(self, brand: Brand):
@@ -54,10 +67,57 @@ class BrandRetriever:
         order = sorted(range(len(items)), key=lambda i: (-scores[i], i))  # ties keep the file's order
         return [(items[i][0], Retrieved(items[i][1], round(scores[i], 3))) for i in order]
 
+    def _costs_of(self, brand: Brand, count_tokens: Callable[[str], int]) -> "_Costs":
+        key = (brand.name, count_tokens)  # bound methods of one tokenizer compare equal
+        costs = self._costs.get(key)
+        if costs is None:
+            items, _ = self._index(brand)
+            profile = "\n".join([BLOCK_HEADER, *profile_lines(brand)])
+            costs = _Costs.count(profile, [item_line(kind, text) for kind, text in items], count_tokens)
+            with self._lock:
+                self._costs[key] = costs
+        return costs
+
     def context(
         self, brand: Brand, query: str, count_tokens: Callable[[str], int], budget: int
     ) -> tuple[BrandContext, int]:
         """The brand context for one request and its size in tokens, cut to fit `budget`."""
+        costs = self._costs_of(brand, count_tokens)
+        items, _ = self._index(brand)
+        position = {(kind, text): i for i, (kind, text) in enumerate(items)}
+        chosen: dict[str, list[Retrieved]] = {"product": [], "example": []}
+        last = {"product": -1, "example": -1}  # the section's last line, as an item index
+        dropped: list[str] = []
+        total = costs.profile.with_newline  # every line counted with its newline
+        used = costs.profile.alone
+
+        def size(sum_lines: int, last_line: "_Line") -> int:
+            return sum_lines - last_line.with_newline + last_line.alone  # the block's last line has no newline
+
+        for kind, item in self.rank(brand, query):
+            i = position[(kind, item.text)]
+            line = costs.items[i]
+            trial = total + line.with_newline + (costs.headers[kind].with_newline if not chosen[kind] else 0)
+            # The block's last line: the last example post, else the last product.
+            tail = costs.items[last["example"]] if kind == "product" and chosen["example"] else line
+            if size(trial, tail) > budget:
+                dropped.append(f"{kind}: {item.text[:60]}")
+                continue
+            chosen[kind].append(item)
+            last[kind] = i
+            total = trial
+            used = size(trial, tail)
+        context = BrandContext(brand, tuple(chosen["product"]), tuple(chosen["example"]))
+        if count_tokens(brand_block(context)) != used:  # the one exact check
+            return self._fit_exactly(brand, query, count_tokens, budget)
+        if used > budget:
+            dropped.insert(0, f"profile alone is {used} tokens, over the {budget}-token budget")
+        return BrandContext(brand, context.products, context.examples, tuple(dropped)), used
+
+    def _fit_exactly(
+        self, brand: Brand, query: str, count_tokens: Callable[[str], int], budget: int
+    ) -> tuple[BrandContext, int]:
+        """The reference fit: one encode of the whole block per candidate item."""
         products: list[Retrieved] = []
         examples: list[Retrieved] = []
         dropped: list[str] = []
@@ -74,3 +134,26 @@ class BrandRetriever:
         if used > budget:
             dropped.insert(0, f"profile alone is {used} tokens, over the {budget}-token budget")
         return BrandContext(brand, tuple(products), tuple(examples), tuple(dropped)), used
+
+
+@dataclass(frozen=True)
+class _Line:
+    with_newline: int  # tokens of the line followed by "\n"
+    alone: int  # tokens of the line when it ends the block
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """One brand's token counts for one tokenizer: the profile, the section headers, each item."""
+
+    profile: _Line
+    headers: dict[str, _Line]
+    items: list[_Line]
+
+    @classmethod
+    def count(cls, profile: str, item_lines: list[str], count_tokens: Callable[[str], int]) -> "_Costs":
+        def line(text: str) -> _Line:
+            text = neutralize(text)
+            return _Line(count_tokens(text + "\n"), count_tokens(text))
+
+        return cls(line(profile), {k: line(h) for k, h in SECTION_HEADERS.items()}, [line(t) for t in item_lines])

@@ -37,6 +37,7 @@ class Prepared:
     prompt: str
     prompt_tokens: int
     max_new_tokens: int
+    prompt_ids: tuple[int, ...]
 
 
 class DirectorService:
@@ -80,7 +81,8 @@ class DirectorService:
             prompter.special_tokens, self.settings.context_token_budget,
         )
         prompt = prompter.render(composed.messages)
-        prompt_tokens = prompter.count_tokens(prompt)
+        prompt_ids = tuple(prompter.encode(prompt))  # counted here, and the engine needs not encode again
+        prompt_tokens = len(prompt_ids)
         room = self.settings.max_seq_length - prompt_tokens
         if room < 16:
             raise APIError(
@@ -92,7 +94,7 @@ class DirectorService:
         wanted = min(req.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
         return Prepared(
             task, snapshot, match, composed.context, composed.context_tokens, composed.messages, prompt,
-            prompt_tokens, min(wanted, room),
+            prompt_tokens, min(wanted, room), prompt_ids,
         )
 
     def _backend(self) -> Backend:
@@ -125,6 +127,7 @@ class DirectorService:
                 top_p=defaults.top_p if req.top_p is None else req.top_p,
                 top_k=defaults.top_k,
                 seed=None if req.seed is None else (req.seed + attempt) % 2**31,
+                prompt_ids=p.prompt_ids,
             )
             for attempt in range(req.attempts)
         ]

@@ -148,3 +148,12 @@ def test_4bit_default_on_cuda(tiny_model_dir):
     engine = HFEngine.load(Settings(base_model=str(tiny_model_dir), _env_file=None))
     assert engine.info.quantization == "nf4" and engine.info.device == "cuda"
     assert engine.generate([GenerationRequest(prompt(engine), 5, 0.0)])[0].completion_tokens >= 1
+
+
+def test_prompt_ids_from_the_request_path_give_the_same_batch(engine):
+    """The service encodes each prompt once to count it; the engine pads those ids as they are."""
+    prompter = Prompter(engine.tokenizer)
+    prompts = [prompt(engine), prompt(engine, "ลดราคา 11.11 ทั้งร้าน สุดคุ้ม")]  # two lengths: left padding
+    plain = [GenerationRequest(p, 8, 1.0, 0.9, 20, seed=3) for p in prompts]
+    encoded = [GenerationRequest(p, 8, 1.0, 0.9, 20, seed=3, prompt_ids=tuple(prompter.encode(p))) for p in prompts]
+    assert engine.generate(encoded) == engine.generate(plain)

@@ -1,0 +1,173 @@
+"""What the brand layer costs: the service against a bare FastAPI echo endpoint, side by side.
+
+    python bench/overhead.py                  # tiny model's tokenizer, 2-core CPU
+
+Four uvicorn servers run at once, each in its own process, with the same body:
+- echo: a bare FastAPI app whose POST /caption validates the body and returns it;
+- the service, `dry_run: true`: brand resolution, retrieval, prompt rendering, token counts;
+- the same with the exact fit that encodes the brand block once per candidate item (what
+  retrieval did before it kept token counts per brand), for the before/after;
+- the service with a zero-cost engine: all of the above, plus the queue, the batching
+  worker (with no batch window), the answer's checks and the response, with generation free.
+For each: sequential p50 latency, and throughput at 16 concurrent clients. Rounds
+alternate between the servers so that a noisy neighbour hits all of them alike.
+"""
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CONCURRENT = 16
+BODY = {"brand": "CoffeeLab", "context": "เปิดตัวเมนูใหม่ Oat Latte หน้าฝน", "platform": "instagram", "seed": 1}
+TARGET = 1.5  # the service may cost at most 1.5x the bare endpoint
+
+
+def serve(kind: str, port: int, model: str) -> None:
+    """Run one server in this process (the benchmark starts three of these)."""
+    import uvicorn
+
+    if kind == "echo":
+        from fastapi import FastAPI
+
+        from app.schemas import CaptionRequest
+
+        app = FastAPI()
+
+        @app.post("/caption")
+        async def echo(body: CaptionRequest) -> dict:
+            return body.model_dump()
+    else:
+        if kind == "exact-fit":  # the fit before token counts were kept: one encode per candidate item
+            from app.retrieval import BrandRetriever
+
+            BrandRetriever.context = BrandRetriever._fit_exactly
+        from app.engine import GenerationResult, ModelInfo, SamplingDefaults
+        from app.main import create_app
+        from app.settings import Settings
+
+        class ZeroCost:
+            info = ModelInfo(base=model, adapter=None, device="cpu", quantization=None)
+            defaults = SamplingDefaults(0.0, 1.0, 0)
+
+            def generate(self, requests, listeners=None):
+                text = "☕ CoffeeLab Oat Latte เมนูใหม่ หอมนุ่ม ละมุนทุกแก้ว #CoffeeLab"
+                results = [GenerationResult(text, 100, 20, "stop", r.seed) for r in requests]
+                for listener, result in zip(listeners or [], results):
+                    listener.delta(result.text)
+                    listener.finished(result)
+                return results
+
+        # No batch window: with a free engine, waiting for company would only add latency.
+        settings = Settings(base_model=model, device="cpu", log_level="warning", max_batch_size=CONCURRENT,
+                            batch_timeout_ms=0, _env_file=None)
+        app = create_app(settings, engine_factory=lambda s: ZeroCost())
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+async def sequential(client: httpx.AsyncClient, body: dict, n: int) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        r = await client.post("/caption", json=body)
+        times.append(time.perf_counter() - start)
+        assert r.status_code == 200, r.text
+    return statistics.median(times)
+
+
+async def concurrent(client: httpx.AsyncClient, body: dict, n: int) -> float:
+    async def worker(count):
+        for _ in range(count):
+            r = await client.post("/caption", json=body)
+            assert r.status_code == 200, r.text
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(n // CONCURRENT) for _ in range(CONCURRENT)))
+    return n / (time.perf_counter() - start)
+
+
+async def measure(ports: dict, rounds: int, n: int) -> dict:
+    bodies = {"echo": BODY, "dry_run": dict(BODY, dry_run=True), "exact-fit": dict(BODY, dry_run=True), "zero-cost": BODY}
+    results = {label: {"p50": [], "rps": []} for label in ports}
+    clients = {label: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                        limits=httpx.Limits(max_connections=CONCURRENT))
+               for label, port in ports.items()}
+    try:
+        for label, client in clients.items():  # warm-up: first-use indexes, caches, connections
+            await sequential(client, bodies[label], 20)
+        for _ in range(rounds):
+            for label, client in clients.items():
+                results[label]["p50"].append(await sequential(client, bodies[label], n))
+                results[label]["rps"].append(await concurrent(client, bodies[label], n * 2))
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return {label: {k: statistics.median(v) for k, v in r.items()} for label, r in results.items()}
+
+
+def main(args) -> None:
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ports = {label: free_port() for label in ("echo", "dry_run", "exact-fit", "zero-cost")}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    kinds = {"echo": "echo", "dry_run": "service", "exact-fit": "exact-fit", "zero-cost": "service"}
+    procs = [subprocess.Popen([sys.executable, __file__, "--serve", kinds[label], "--port", str(port),
+                               "--model", args.model], env=env, cwd=REPO)
+             for label, port in ports.items()]
+    try:
+        for label, port in ports.items():
+            deadline = time.time() + 120
+            path = "/docs" if label == "echo" else "/ready"
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.time() > deadline:
+                    raise SystemExit(f"{label} server did not start")
+                time.sleep(0.2)
+        r = asyncio.run(measure(ports, args.rounds, args.requests))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+    echo = r["echo"]
+    print(f"POST /caption on 127.0.0.1, tokenizer {args.model}; sequential p50 over {args.requests} requests, "
+          f"throughput at {CONCURRENT} concurrent clients; median of {args.rounds} alternating rounds")
+    print(f"{'server':<12}{'p50 ms':>9}{'req/s':>9}{'p50 x echo':>12}{'req/s / echo':>14}")
+    verdicts = []
+    for label, m in r.items():
+        lat, thr = m["p50"] / echo["p50"], m["rps"] / echo["rps"]
+        print(f"{label:<12}{m['p50'] * 1000:>9.2f}{m['rps']:>9.1f}{lat:>12.2f}{thr:>14.2f}")
+        if label in ("dry_run", "zero-cost"):
+            verdicts.append(f"{label}: p50 {lat:.2f}x (target <= {TARGET}x) {'PASS' if lat <= TARGET else 'FAIL'}, "
+                            f"throughput {thr:.2f} (target >= {1 / TARGET:.2f}) {'PASS' if thr >= 1 / TARGET else 'FAIL'}")
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/tiny", help="folder of the tokenizer to serve with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
+    parser.add_argument("--requests", type=int, default=200, help="requests per sequential run")
+    parser.add_argument("--serve", choices=["echo", "service", "exact-fit"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.model)
+    else:
+        main(args)
