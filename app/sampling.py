@@ -10,6 +10,12 @@ import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
 
+# Below these floors a setting cannot be told apart from its limit in float32 (1/1e-40
+# overflows, a top-p of 1e-50 keeps nothing), so it means the limit: greedy, or the top token.
+TEMPERATURE_FLOOR = 1e-4
+TOP_P_FLOOR = 1e-6
+
+
 class PerRowSampler(LogitsProcessor):
     def __init__(self, settings: list[tuple[float, float, int]], seeds: list[int], device: str):
         self.settings = settings
@@ -22,18 +28,21 @@ class PerRowSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
         for row, (temperature, top_p, top_k) in enumerate(self.settings):
-            if temperature <= 0:
+            if temperature < TEMPERATURE_FLOOR or top_p < TOP_P_FLOOR or top_k == 1:
                 continue  # greedy row: argmax of the raw scores
             logits = scores[row] / temperature
             if 0 < top_k < logits.shape[-1]:
                 kth = torch.topk(logits, top_k).values[-1]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            if 0 < top_p < 1:
+            if top_p < 1:
                 sorted_logits, order = torch.sort(logits, descending=True)
                 cumulative = sorted_logits.softmax(-1).cumsum(-1)
                 remove = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
                 logits[order[remove]] = float("-inf")
-            token = torch.multinomial(logits.softmax(-1), 1, generator=self.generators[row])
+            probs = logits.softmax(-1)
+            if not torch.isfinite(probs).all():  # never sample from NaN: the row takes its best token
+                continue
+            token = torch.multinomial(probs, 1, generator=self.generators[row])
             scores[row] = float("-inf")
             scores[row, token] = 0.0
         return scores

@@ -231,8 +231,8 @@ class DirectorService:
                 504, "timeout", f"no answer within {timeout:g} s (AI_DIRECTOR_REQUEST_TIMEOUT_S); the server is busy "
                 "or max_new_tokens is large; retry or ask for fewer tokens",
             )
-        return APIError(  # logged with the request id by the worker
-            500, "generation_failed", f"the model failed on this request (id {request_id}): {exc}; it is logged",
+        return APIError(  # the cause is logged with the request id; the client gets no internal text
+            500, "generation_failed", f"the model failed on this request (id {request_id}); it is logged with that id",
         )
 
     async def _results(self, generations: list[Generation], request_id: str) -> list[GenerationResult]:

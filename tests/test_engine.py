@@ -157,3 +157,17 @@ def test_prompt_ids_from_the_request_path_give_the_same_batch(engine):
     plain = [GenerationRequest(p, 8, 1.0, 0.9, 20, seed=3) for p in prompts]
     encoded = [GenerationRequest(p, 8, 1.0, 0.9, 20, seed=3, prompt_ids=tuple(prompter.encode(p))) for p in prompts]
     assert engine.generate(encoded) == engine.generate(plain)
+
+
+def test_underflowing_sampling_values_mean_greedy_and_never_fail(engine):
+    """temperature 1e-40 overflows the logits and top_p 1e-50 keeps nothing: both mean greedy,
+    in a batch with an ordinary sampled row that must not be disturbed."""
+    p = prompt(engine)
+    greedy = engine.generate([GenerationRequest(p, 10, 0.0, seed=5)])[0].text
+    sampled = GenerationRequest(p, 10, 1.0, 0.9, 20, seed=11)
+    alone = engine.generate([sampled])[0].text
+    tiny_t, tiny_p, normal = engine.generate([
+        GenerationRequest(p, 10, 1e-40, seed=5), GenerationRequest(p, 10, 0.7, 1e-50, seed=5), sampled,
+    ])
+    assert tiny_t.text == tiny_p.text == greedy
+    assert normal.text == alone

@@ -279,7 +279,7 @@ def test_a_failure_mid_stream_sends_an_error_event(brands_file, tiny_tokenizer):
         assert "".join(json.loads(d)["text"] for e, d in events if e == "delta") == "เปิดตัว"
         assert names[-1] == "error" and "done" not in names
         error = json.loads(events[-1][1])["error"]
-        assert error["code"] == "generation_failed" and "illegal memory access" in error["message"]
+        assert error["code"] == "generation_failed" and "illegal memory access" not in error["message"]
         assert client.get("/ready").status_code == 200  # the service keeps serving
     finally:
         client.close()
