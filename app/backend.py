@@ -25,6 +25,10 @@ class Backend(Protocol):
         """Admit the request now or raise QueueFullError (a 429 before any byte is sent)."""
         ...
 
+    def admits(self, count: int) -> bool:
+        """Whether `count` more requests would be admitted now: checked before any prompt work."""
+        ...
+
     def retry_after_s(self) -> int: ...
 
     @property
@@ -48,6 +52,9 @@ class LocalBackend:
 
     def submit(self, request: GenerationRequest, request_id: str = "-", stream: bool = False) -> Generation:
         return self.worker.submit(request, request_id, stream)
+
+    def admits(self, count: int) -> bool:
+        return self.worker.queue.maxsize - self.worker.depth >= count
 
     def retry_after_s(self) -> int:
         return self.worker.retry_after_s()

@@ -155,7 +155,23 @@ class DirectorService:
             ]
         return body
 
+    def _admission(self, req) -> None:
+        """Admission first: a request the queue cannot take is refused before any prompt work."""
+        if req.dry_run:
+            return
+        backend = self._backend()
+        if not backend.admits(req.attempts):
+            raise self._queue_full(backend, f"{self.settings.max_queue} requests are already waiting")
+
+    @staticmethod
+    def _queue_full(backend: Backend, why: str) -> APIError:
+        return APIError(
+            429, "queue_full", f"the server is at capacity ({why}); retry after the Retry-After seconds",
+            headers={"Retry-After": str(backend.retry_after_s())},
+        )
+
     async def generate(self, req, request_id: str = "-") -> dict:
+        self._admission(req)
         p = self.prepare(req)
         if req.dry_run:
             return self._head(p) | self._dry(p)
@@ -167,6 +183,7 @@ class DirectorService:
     def stream(self, req, request_id: str = "-") -> AsyncIterator[dict]:
         """Server-sent events for one request. Everything that can fail before the first
         byte (brand, prompt, readiness, a full queue) raises here, as an APIError."""
+        self._admission(req)
         p = self.prepare(req)
         if req.dry_run:
             return self._events(p, req, None, request_id)
@@ -218,10 +235,7 @@ class DirectorService:
         except QueueFullError as exc:
             for generation in generations:
                 generation.cancelled = True  # admitted attempts of a refused request leave too
-            raise APIError(
-                429, "queue_full", f"the server is at capacity ({exc}); retry after the Retry-After seconds",
-                headers={"Retry-After": str(backend.retry_after_s())},
-            ) from exc
+            raise self._queue_full(backend, str(exc)) from exc
         return generations
 
     def _failure(self, exc: Exception, request_id: str) -> APIError:

@@ -190,6 +190,34 @@ def test_full_queue_is_429_with_retry_after(brands_file, tiny_tokenizer):
     assert refused.json()["error"]["code"] == "queue_full"
 
 
+def test_a_refused_request_costs_no_prompt_work(brands_file, tiny_tokenizer):
+    """Admission first: with the queue full, a request is refused before retrieval and rendering."""
+    engine = FakeEngine(tiny_tokenizer)
+    engine.release.clear()
+    c, _ = make_client(brands_file, tiny_tokenizer, engine=engine, max_queue=1, max_batch_size=1, batch_timeout_ms=0)
+    with c:
+        wait_ready(c)
+        service = c.app.state.service
+        prepared = []
+        original = service.prepare
+        service.prepare = lambda req: prepared.append(req) or original(req)
+
+        async def scenario():
+            busy = asyncio.ensure_future(_fire(c.app, 2, {"brand": "TechZone", "context": "launch"}))
+            while len(prepared) < 2 or service.backend.depth < 1:  # one in the model, one waiting: full
+                await asyncio.sleep(0.01)
+            before = len(prepared)
+            refused = await _fire(c.app, 1, {"brand": "TechZone", "context": "launch", "stream": True})
+            after = len(prepared)
+            engine.release.set()
+            return refused, before, after, await busy
+
+        refused, before, after, done = c.portal.call(scenario)
+    assert refused[0].status_code == 429 and refused[0].json()["error"]["code"] == "queue_full"
+    assert after == before  # refused without building a prompt
+    assert [r.status_code for r in done] == [200, 200]
+
+
 def test_request_timeout_is_504(brands_file, tiny_tokenizer):
     engine = FakeEngine(tiny_tokenizer, delay_s=1.0)
     c, _ = make_client(brands_file, tiny_tokenizer, engine=engine, request_timeout_s=0.2)
