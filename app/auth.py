@@ -13,15 +13,20 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
 
 
-async def require_api_key(request: Request) -> None:
+def has_valid_key(request: Request) -> bool:
+    """True when no key is configured, or the request carries the configured one."""
     settings = request.app.state.settings
     if settings.api_key is None:
-        return
+        return True
     supplied = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if supplied is None and auth.lower().startswith("bearer "):
         supplied = auth[7:].strip()
-    if supplied is None or not hmac.compare_digest(_digest(supplied), _digest(settings.api_key.get_secret_value())):
+    return supplied is not None and hmac.compare_digest(_digest(supplied), _digest(settings.api_key.get_secret_value()))
+
+
+async def require_api_key(request: Request) -> None:
+    if not has_valid_key(request):
         raise APIError(
             401, "unauthorized", "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
             headers={"WWW-Authenticate": "Bearer"},

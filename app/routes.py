@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.auth import require_api_key
+from app.auth import has_valid_key, require_api_key
 from app.errors import APIError, error_body
 from app.schemas import AdaptVoiceRequest, BriefRequest, CaptionRequest, CheckRequest, GenerateResponse
 from app.service import DirectorService
@@ -90,13 +90,16 @@ async def get_brand(name: str, service: ServiceDep):
     return service.brand(name)
 
 
-@ops.get("/health")
+@ops.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request):
-    """Liveness with detail: 200 whenever the process is up."""
-    return request.app.state.health()
+    """Liveness: 200 whenever the process is up. With an API key set, the detail needs the key."""
+    detail = request.app.state.health()
+    if not has_valid_key(request):  # load balancers need no brand names, paths or errors
+        return {"status": detail["status"], "ready": detail["ready"]}
+    return detail
 
 
-@ops.get("/ready")
+@ops.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(service: ServiceDep, request: Request):
     """200 once the model and the brands are loaded, 503 before."""
     if service.ready:
@@ -107,8 +110,11 @@ async def ready(service: ServiceDep, request: Request):
 
 @ops.get("/metrics")
 async def metrics(request: Request):
-    """Prometheus metrics."""
+    """Prometheus metrics; behind the API key when AI_DIRECTOR_METRICS_REQUIRE_KEY is set."""
+    if request.app.state.settings.metrics_require_key:
+        await require_api_key(request)
     m = request.app.state.metrics
-    backend = request.app.state.service.backend
-    m.queue_depth.set(backend.depth if backend else 0)
+    service = request.app.state.service
+    m.queue_depth.set(service.backend.depth if service.backend else 0)
+    m.brand_reload_error.set(1 if service.store.last_error else 0)  # the same state /health reports
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(384, ge=32, description="Tokens the brand-context block may take in a prompt.")
     fuzzy_threshold: float = Field(80.0, ge=0, le=100, description="Lowest fuzzy score accepted as a brand match.")
     api_key: SecretStr | None = Field(None, description="When set, generation routes require this key.")
+    metrics_require_key: bool = Field(False, description="Put /metrics behind the API key as well.")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=1, le=65535, description="Bind port.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -50,6 +51,15 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value):
         # An exported-but-empty variable means "not set", as in most CLIs.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        # Clients send header values as ASCII (or Latin-1): a key outside printable ASCII
+        # could never be presented, and every request would be refused.
+        if value is not None and not all(0x21 <= ord(c) <= 0x7E for c in value.get_secret_value()):
+            raise ValueError("the API key must be printable ASCII without spaces, so that HTTP clients can send it")
+        return value
 
     @model_validator(mode="after")
     def _budget_fits(self) -> "Settings":

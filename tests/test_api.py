@@ -160,6 +160,35 @@ def test_api_key(brands_file, tiny_tokenizer):
         assert c.post("/caption", json=payload, headers={"X-API-Key": "s3cret"}).status_code == 200
         for open_path in ("/health", "/ready", "/metrics"):
             assert c.get(open_path).status_code == 200
+        # The open /health tells a load balancer what it needs and nothing about brands or paths.
+        assert c.get("/health").json() == {"status": "ok", "ready": True}
+        detail = c.get("/health", headers={"X-API-Key": "s3cret"}).json()
+        assert detail["brands"]["path"] and detail["model"]["base"]
+        assert c.head("/health").status_code == 200 and c.head("/ready").status_code == 200
+
+
+def test_metrics_can_require_the_key(brands_file, tiny_tokenizer):
+    c, _ = make_client(brands_file, tiny_tokenizer, api_key="s3cret", metrics_require_key=True)
+    with c:
+        wait_ready(c)
+        assert_error(c.get("/metrics"), 401, "unauthorized")
+        assert "ai_director_brands" in c.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text
+
+
+def test_reload_gauge_and_health_agree_after_a_revert(brands_file, tiny_tokenizer):
+    """A bad write, then the served content written back: no error anywhere."""
+    c, _ = make_client(brands_file, tiny_tokenizer)
+    with c:
+        wait_ready(c)
+        store = c.app.state.service.store
+        served = brands_file.read_bytes()
+        brands_file.write_text("{ not json", encoding="utf-8")
+        store.reload()
+        assert "ai_director_brand_reload_error 1.0" in c.get("/metrics").text
+        brands_file.write_bytes(served)
+        store.reload()
+        assert c.get("/health").json()["brands"]["last_reload_error"] is None
+        assert "ai_director_brand_reload_error 0.0" in c.get("/metrics").text
 
 
 async def _fire(app, n, payload):

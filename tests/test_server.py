@@ -181,6 +181,7 @@ def test_missing_adapter_stops_startup(tiny_model_dir, brands_file, tmp_path):
     ("max_batch_size", "0", "MAX_BATCH_SIZE"),
     ("device", "tpu", "DEVICE"),
     ("port", "http", "PORT"),
+    ("api_key", "รหัสลับ", "API_KEY"),  # no HTTP client can send it: every request would be 401
 ])
 def test_bad_setting_stops_startup(tiny_model_dir, brands_file, var, value, needle):
     result = run_app(server_env(tiny_model_dir, brands_file, **{var: value}))
