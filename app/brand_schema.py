@@ -1,6 +1,7 @@
 """The shape of `brands.json`: one record per brand, only `name` required."""
 
 import unicodedata
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,20 +36,29 @@ class Product(_Strict):
     price: str | None = Field(None, max_length=50)
 
 
+# Generous for any real brand, and a bound on what one record can cost every request and
+# reload: a 10 MB description once stalled the whole server for seconds.
+MAX_TEXT = 5_000  # characters in one text field or list item
+MAX_ITEMS = 100  # items in one list
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Items = Annotated[list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(max_length=MAX_ITEMS)]
+
+
 class Brand(_Strict):
     name: str = Field(min_length=1, max_length=100)
-    aliases: list[str] = []
-    industry: str = ""
-    description: str = ""
-    tone: list[str] = []
-    target_audience: str = ""
-    core_values: list[str] = []
-    visual_style: str = ""
-    hashtags: list[str] = []
-    emoji: list[str] = []
-    products: list[Product] = []
-    example_posts: list[str] = []
-    words_to_avoid: list[str] = []
+    aliases: Items = []
+    industry: Text = ""
+    description: Text = ""
+    tone: Items = []
+    target_audience: Text = ""
+    core_values: Items = []
+    visual_style: Text = ""
+    hashtags: Items = []
+    emoji: Items = []
+    products: Annotated[list[Product], Field(max_length=MAX_ITEMS)] = []
+    example_posts: Items = []
+    words_to_avoid: Items = []
 
     @field_validator("products", mode="before")
     @classmethod

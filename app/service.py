@@ -80,6 +80,15 @@ class DirectorService:
             task, match.brand, request_fields(req), snapshot.retriever, prompter.count_tokens,
             prompter.special_tokens, self.settings.context_token_budget,
         )
+        budget = self.settings.context_token_budget
+        if composed.context_tokens > budget:  # the brand record is at fault, not the request
+            raise APIError(
+                422, "brand_profile_too_long",
+                f"brand {match.brand.name!r} has a profile of {composed.context_tokens} tokens before any product or "
+                f"example post, over the {budget}-token brand budget (AI_DIRECTOR_CONTEXT_TOKEN_BUDGET); shorten "
+                "its description, tone or other profile fields in brands.json",
+                param="brand",
+            )
         prompt = prompter.render(composed.messages)
         prompt_ids = tuple(prompter.encode(prompt))  # counted here, and the engine needs not encode again
         prompt_tokens = len(prompt_ids)

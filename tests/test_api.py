@@ -1,6 +1,7 @@
 """The API in-process with a fake engine: shapes, errors, dry runs, auth, overload."""
 
 import asyncio
+import json
 import threading
 import time
 
@@ -307,3 +308,19 @@ def test_failed_model_load_is_reported_not_hidden(brands_file, tiny_model_dir):
         assert "CUDA out of memory" in c.get("/health").json()["model"]["load_error"]
         err = assert_error(c.get("/ready"), 503, "not_ready")
         assert "model failed to load" in err["message"]
+
+
+def test_a_brand_profile_over_the_budget_is_named_not_the_request(tmp_path, tiny_tokenizer):
+    brands = tmp_path / "brands.json"
+    brands.write_text(json.dumps({"brands": [
+        {"name": "Verbose", "description": "แบรนด์ที่เล่าเรื่องยาวมาก " * 150},
+        {"name": "TechZone"},
+    ]}, ensure_ascii=False), encoding="utf-8")
+    c, _ = make_client(brands, tiny_tokenizer)
+    with c:
+        wait_ready(c)
+        for body in ({"brand": "Verbose", "context": "launch"}, {"brand": "Verbose", "context": "launch", "dry_run": True}):
+            err = assert_error(c.post("/caption", json=body), 422, "brand_profile_too_long")
+            assert err["param"] == "brand" and "Verbose" in err["message"]
+            assert "brands.json" in err["message"] and "CONTEXT_TOKEN_BUDGET" in err["message"]
+        assert c.post("/caption", json={"brand": "TechZone", "context": "launch"}).status_code == 200

@@ -77,3 +77,18 @@ def test_broken_files_get_a_message_naming_the_problem(raw, needle):
     with pytest.raises(BrandFileError) as err:
         parse_brands(raw, "brands.json")
     assert needle in str(err.value) and str(err.value).startswith("brands.json")
+
+
+def test_field_and_list_limits_name_the_brand_and_the_field():
+    from app.brand_schema import MAX_ITEMS, MAX_TEXT
+    from app.brand_store import parse_brands
+
+    long_text = {"brands": [{"name": "Bloated", "description": "ก" * (MAX_TEXT + 1)}]}
+    with pytest.raises(BrandFileError) as err:
+        parse_brands(json.dumps(long_text).encode(), "brands.json")
+    assert "Bloated" in str(err.value) and "description" in str(err.value)
+    many = {"brands": [{"name": "Listy", "hashtags": [f"#t{i}" for i in range(MAX_ITEMS + 1)]}]}
+    with pytest.raises(BrandFileError) as err:
+        parse_brands(json.dumps(many).encode(), "brands.json")
+    assert "Listy" in str(err.value) and "hashtags" in str(err.value)
+    parse_brands(json.dumps({"brands": [{"name": "Fine", "description": "ก" * MAX_TEXT}]}).encode(), "b.json")
