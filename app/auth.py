@@ -25,9 +25,13 @@ def has_valid_key(request: Request) -> bool:
     return supplied is not None and hmac.compare_digest(_digest(supplied), _digest(settings.api_key.get_secret_value()))
 
 
+UNAUTHORIZED = (
+    "unauthorized", "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
+    {"WWW-Authenticate": "Bearer"},
+)
+
+
 async def require_api_key(request: Request) -> None:
     if not has_valid_key(request):
-        raise APIError(
-            401, "unauthorized", "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        code, message, headers = UNAUTHORIZED
+        raise APIError(401, code, message, headers=headers)

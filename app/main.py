@@ -14,6 +14,7 @@ from app.backend import LocalBackend
 from app.brand_store import BrandStore
 from app.engine import Engine, HFEngine, check_adapter_folder
 from app.errors import install_error_handlers
+from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.prompter import Prompter
 from app.routes import api, ops
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.include_router(api)
     app.include_router(ops)
 
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: limited requests are counted too
     return app
 
 

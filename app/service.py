@@ -80,19 +80,20 @@ class DirectorService:
             task, match.brand, request_fields(req), snapshot.retriever, prompter.count_tokens,
             prompter.special_tokens, self.settings.context_token_budget,
         )
-        budget = self.settings.context_token_budget
-        if composed.context_tokens > budget:  # the brand record is at fault, not the request
-            raise APIError(
-                422, "brand_profile_too_long",
-                f"brand {match.brand.name!r} has a profile of {composed.context_tokens} tokens before any product or "
-                f"example post, over the {budget}-token brand budget (AI_DIRECTOR_CONTEXT_TOKEN_BUDGET); shorten "
-                "its description, tone or other profile fields in brands.json",
-                param="brand",
-            )
         prompt = prompter.render(composed.messages)
         prompt_ids = tuple(prompter.encode(prompt))  # counted here, and the engine needs not encode again
         prompt_tokens = len(prompt_ids)
         room = self.settings.max_seq_length - prompt_tokens
+        budget = self.settings.context_token_budget
+        if room < 16 and composed.context_tokens > budget:  # the brand record is at fault, not the request
+            raise APIError(
+                422, "brand_profile_too_long",
+                f"brand {match.brand.name!r} has a profile of {composed.context_tokens} tokens before any product or "
+                f"example post, over the {budget}-token brand budget (AI_DIRECTOR_CONTEXT_TOKEN_BUDGET), and the "
+                f"prompt no longer fits max_seq_length {self.settings.max_seq_length}; shorten its description, "
+                "tone or other profile fields in brands.json",
+                param="brand",
+            )
         if room < 16:
             raise APIError(
                 422, "prompt_too_long",

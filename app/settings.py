@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="How long the first request waits for company.")
     max_queue: int = Field(64, gt=0, description="Waiting requests beyond this get 429.")
     request_timeout_s: float = Field(120.0, gt=0, description="A request not answered by then gets 504.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Request bodies over this get 413 while being read.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body that stalls this long gets 408.")
     stream_interval_ms: float = Field(
         25.0, ge=0, le=1000, description="Text produced within this many ms of the last event is sent as one event."
     )

@@ -232,15 +232,24 @@ def test_a_refused_request_costs_no_prompt_work(brands_file, tiny_tokenizer):
         original = service.prepare
         service.prepare = lambda req: prepared.append(req) or original(req)
 
-        async def scenario():
-            busy = asyncio.ensure_future(_fire(c.app, 2, {"brand": "TechZone", "context": "launch"}))
-            while len(prepared) < 2 or service.backend.depth < 1:  # one in the model, one waiting: full
+        async def until(condition):
+            for _ in range(1000):
+                if condition():
+                    return
                 await asyncio.sleep(0.01)
+            raise AssertionError("the queue never reached the expected state")
+
+        async def scenario():
+            body = {"brand": "TechZone", "context": "launch"}
+            first = asyncio.ensure_future(_fire(c.app, 1, body))
+            await until(lambda: len(prepared) == 1 and service.backend.depth == 0)  # in the model
+            second = asyncio.ensure_future(_fire(c.app, 1, body))
+            await until(lambda: service.backend.depth == 1)  # waiting: the queue is full
             before = len(prepared)
-            refused = await _fire(c.app, 1, {"brand": "TechZone", "context": "launch", "stream": True})
+            refused = await _fire(c.app, 1, dict(body, stream=True))
             after = len(prepared)
             engine.release.set()
-            return refused, before, after, await busy
+            return refused, before, after, [*await first, *await second]
 
         refused, before, after, done = c.portal.call(scenario)
     assert refused[0].status_code == 429 and refused[0].json()["error"]["code"] == "queue_full"
