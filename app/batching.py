@@ -209,7 +209,7 @@ class BatchWorker:
             for item in items:
                 if item.ended or item.cancelled:
                     continue
-                if len(items) > 1 and item.deltas == 0:
+                if len(items) > 1 and not (item.stream and item.deltas):
                     await self._run(loop, [item])
                 else:
                     log.error("generation failed for request %s: %s", item.request_id, exc)

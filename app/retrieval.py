@@ -86,7 +86,7 @@ class BrandRetriever:
         items, _ = self._index(brand)
         position = {(kind, text): i for i, (kind, text) in enumerate(items)}
         chosen: dict[str, list[Retrieved]] = {"product": [], "example": []}
-        last = {"product": -1, "example": -1}  # the section's last line, as an item index
+        last_example = -1  # the block's last line when any example post is in it
         dropped: list[str] = []
         total = costs.profile.with_newline  # every line counted with its newline
         used = costs.profile.alone
@@ -99,12 +99,13 @@ class BrandRetriever:
             line = costs.items[i]
             trial = total + line.with_newline + (costs.headers[kind].with_newline if not chosen[kind] else 0)
             # The block's last line: the last example post, else the last product.
-            tail = costs.items[last["example"]] if kind == "product" and chosen["example"] else line
+            tail = costs.items[last_example] if kind == "product" and chosen["example"] else line
             if size(trial, tail) > budget:
                 dropped.append(f"{kind}: {item.text[:60]}")
                 continue
             chosen[kind].append(item)
-            last[kind] = i
+            if kind == "example":
+                last_example = i
             total = trial
             used = size(trial, tail)
         context = BrandContext(brand, tuple(chosen["product"]), tuple(chosen["example"]))

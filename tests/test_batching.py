@@ -108,3 +108,27 @@ async def test_streamed_text_is_handed_over_at_most_once_per_interval():
     # joined, when the reader comes late), none lost, and the result last.
     assert len(events) <= 3 and all(isinstance(e, str) for e in events[:-1])
     assert events[-1].text == "".join(events[:-1]) == "เปิดตัววันนี้!"
+
+
+async def test_a_failed_batch_reruns_every_neighbour_that_has_shown_no_text():
+    class FailsWithPoison:
+        def generate(self, requests, listeners=None):
+            for listener in listeners:
+                listener.delta("เปิด")  # every row has produced text before the failure
+            if any(r.prompt == "poison" for r in requests):
+                raise RuntimeError("boom")
+            results = [GenerationResult(r.prompt + " เปิด", 1, 1, "stop") for r in requests]
+            for listener, result in zip(listeners, results):
+                listener.finished(result)
+            return results
+
+    worker = BatchWorker(FailsWithPoison(), 3, 200, 8, Metrics())
+    worker.start()
+    plain = worker.submit(GenerationRequest("plain", 1, 0.0))
+    poison = worker.submit(GenerationRequest("poison", 1, 0.0))
+    streamed = worker.submit(GenerationRequest("streamed", 1, 0.0), stream=True)
+    outcomes = await asyncio.gather(plain.result(), poison.result(), streamed.result(), return_exceptions=True)
+    await worker.stop()
+    assert outcomes[0].text == "plain เปิด"  # its text was never shown: rerun alone, answered
+    assert isinstance(outcomes[1], RuntimeError)  # the cause fails alone
+    assert isinstance(outcomes[2], RuntimeError)  # a stream that showed text cannot be rerun
