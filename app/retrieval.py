@@ -57,15 +57,19 @@ class BrandRetriever:
                 cached = self._indexes[brand.name] = (items, index)
             return cached
 
-    def rank(self, brand: Brand, query: str) -> list[tuple[str, Retrieved]]:
-        """Every product and example post of `brand`, best match for `query` first."""
+    def _ranked(self, brand: Brand, query: str) -> list[tuple[int, str, Retrieved]]:
+        """(item index, kind, item) for every product and example post, best match first."""
         items, index = self._index(brand)
         tokens = tokenize(query, self.dictionary) if query.strip() else []
         scores = [0.0] * len(items)
         if index is not None and tokens:
             scores = [float(s) for s in index.get_scores(tokens)]
         order = sorted(range(len(items)), key=lambda i: (-scores[i], i))  # ties keep the file's order
-        return [(items[i][0], Retrieved(items[i][1], round(scores[i], 3))) for i in order]
+        return [(i, items[i][0], Retrieved(items[i][1], round(scores[i], 3))) for i in order]
+
+    def rank(self, brand: Brand, query: str) -> list[tuple[str, Retrieved]]:
+        """Every product and example post of `brand`, best match for `query` first."""
+        return [(kind, item) for _, kind, item in self._ranked(brand, query)]
 
     def _costs_of(self, brand: Brand, count_tokens: Callable[[str], int]) -> "_Costs":
         key = (brand.name, count_tokens)  # bound methods of one tokenizer compare equal
@@ -83,8 +87,6 @@ class BrandRetriever:
     ) -> tuple[BrandContext, int]:
         """The brand context for one request and its size in tokens, cut to fit `budget`."""
         costs = self._costs_of(brand, count_tokens)
-        items, _ = self._index(brand)
-        position = {(kind, text): i for i, (kind, text) in enumerate(items)}
         chosen: dict[str, list[Retrieved]] = {"product": [], "example": []}
         last_example = -1  # the block's last line when any example post is in it
         dropped: list[str] = []
@@ -94,8 +96,7 @@ class BrandRetriever:
         def size(sum_lines: int, last_line: "_Line") -> int:
             return sum_lines - last_line.with_newline + last_line.alone  # the block's last line has no newline
 
-        for kind, item in self.rank(brand, query):
-            i = position[(kind, item.text)]
+        for i, kind, item in self._ranked(brand, query):
             line = costs.items[i]
             trial = total + line.with_newline + (costs.headers[kind].with_newline if not chosen[kind] else 0)
             # The block's last line: the last example post, else the last product.

@@ -3,19 +3,15 @@ undecodable bodies. Raw sockets, because well-behaved clients cannot send these 
 
 import json
 import socket
-import threading
 
-import httpx
 import pytest
 
 from fakes import FakeEngine
-from test_server import free_port, poll
+from test_server import serving_in_thread
 
 
 @pytest.fixture
 def server(brands_file, tiny_tokenizer):
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
@@ -23,23 +19,9 @@ def server(brands_file, tiny_tokenizer):
                         max_body_bytes=64 * 1024, body_timeout_s=0.5, _env_file=None)
     # Generation takes longer than the body timeout: a slow answer must not look like a slow upload.
     app = create_app(settings, engine_factory=lambda s: FakeEngine(tiny_tokenizer, delay_s=0.8))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"X-API-Key": "s3cret"})
-
-    def ready():
-        try:
-            return client.get("/ready").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    poll(ready, timeout=30)
-    yield port, client
-    client.close()
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving_in_thread(app) as (client, port):
+        client.headers["X-API-Key"] = "s3cret"
+        yield port, client
 
 
 def raw(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict]:

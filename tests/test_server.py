@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -56,6 +57,56 @@ def poll(fn, timeout: float, every: float = 0.05):
         time.sleep(every)
 
 
+def is_ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/ready").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def running_app(model_dir, brands_file, timeout: float = 30, **settings):
+    """`python -m app` on a free port with these AI_DIRECTOR_* settings, ready; yields (client, port)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=server_env(model_dir, brands_file, port=port, **settings),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout)
+
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read()}")
+        return is_ready(client)
+
+    try:
+        poll(ready, timeout=90, every=0.2)
+        yield client, port
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def serving_in_thread(app):
+    """A real uvicorn for an app built in this process (fake engines); yields (client, port)."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        poll(lambda: is_ready(client), timeout=30)
+        yield client, port
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     import shutil
@@ -63,26 +114,8 @@ def server(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served-brands")
     brands_file = folder / "brands.json"
     shutil.copy(REPO / "brands" / "brands.json", brands_file)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], env=server_env(tiny_model_dir, brands_file, port=port), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read()}")
-        try:
-            return client.get("/ready").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    poll(ready, timeout=90, every=0.2)
-    yield client, brands_file
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(tiny_model_dir, brands_file) as (client, _):
+        yield client, brands_file
 
 
 def test_each_endpoint_answers(server):
@@ -205,20 +238,8 @@ def test_disconnected_clients_leave_the_queue(tiny_model_dir, brands_file):
     import socket
     import threading
 
-    port = free_port()
-    env = server_env(tiny_model_dir, brands_file, port=port, max_batch_size=1, max_new_tokens=1500,
-                     max_seq_length=2500)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
-        def ready():
-            try:
-                return client.get("/ready").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        poll(ready, timeout=90, every=0.2)
+    with running_app(tiny_model_dir, brands_file, timeout=120, max_batch_size=1, max_new_tokens=1500,
+                     max_seq_length=2500) as (client, port):
         long = {"brand": "TechZone", "context": "launch", "max_new_tokens": 1500, "temperature": 0}
         result = {}
         busy = threading.Thread(target=lambda: result.setdefault("r", client.post("/caption", json=long)))
@@ -243,7 +264,3 @@ def test_disconnected_clients_leave_the_queue(tiny_model_dir, brands_file):
         metrics, _ = poll(cancelled, 10)
         assert "ai_director_batch_size_count 1.0" in metrics  # only the connected request was generated
         assert 'route="/caption",status="499"} 3.0' in metrics
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -2,8 +2,6 @@
 events from the real server, with the tiny model and with engines that fail on purpose."""
 
 import json
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,7 +10,7 @@ import pytest
 
 from app.detokenize import IncrementalDecoder
 from conftest import REPO
-from test_server import free_port, poll, server_env
+from test_server import poll, running_app, serving_in_thread
 
 
 def read_events(response: httpx.Response) -> list[tuple[str, str]]:
@@ -108,25 +106,9 @@ def served(tiny_model_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("streamed-brands")
     shutil.copy(REPO / "brands" / "brands.json", folder / "brands.json")
-    port = free_port()
-    env = server_env(tiny_model_dir, folder / "brands.json", port=port, max_new_tokens=400, max_seq_length=4096,
-                     context_token_budget=384, batch_timeout_ms=200)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-
-    def ready():
-        assert proc.poll() is None, "server exited"
-        try:
-            return client.get("/ready").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    poll(ready, timeout=90, every=0.2)
-    yield client
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(tiny_model_dir, folder / "brands.json", timeout=60, max_new_tokens=400, max_seq_length=4096,
+                     context_token_budget=384, batch_timeout_ms=200) as (client, _):
+        yield client
 
 
 @pytest.mark.parametrize("path,body", [
@@ -197,14 +179,8 @@ def test_stream_metrics_are_exported(served):
 def test_a_client_that_leaves_mid_stream_frees_its_place(tiny_model_dir, brands_file):
     """Batch size 1: the long stream holds the model until its client hangs up; then the
     row stops at the next step and the request queued behind it runs."""
-    port = free_port()
-    env = server_env(tiny_model_dir, brands_file, port=port, max_batch_size=1, max_new_tokens=3000,
-                     max_seq_length=4096)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
-        poll(lambda: _is_ready(client), timeout=90, every=0.2)
+    with running_app(tiny_model_dir, brands_file, timeout=120, max_batch_size=1, max_new_tokens=3000,
+                     max_seq_length=4096) as (client, _):
         long = {"brand": "TechZone", "context": "launch", "temperature": 0, "max_new_tokens": 3000, "stream": True}
         with client.stream("POST", "/caption", json=long) as r:
             for line in r.iter_lines():
@@ -222,17 +198,6 @@ def test_a_client_that_leaves_mid_stream_frees_its_place(tiny_model_dir, brands_
         generated = next(float(line.split()[-1]) for line in metrics.splitlines()
                          if line.startswith("ai_director_generated_tokens_total"))
         assert generated < 3000  # the long row stopped instead of running to its limit
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _is_ready(client) -> bool:
-    try:
-        return client.get("/ready").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 # --- failures after the first byte, on a real uvicorn with an engine that breaks ---------
@@ -256,21 +221,13 @@ class BreaksMidStream:
 
 
 def test_a_failure_mid_stream_sends_an_error_event(brands_file, tiny_tokenizer):
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
     settings = Settings(brands_path=brands_file, base_model=tiny_tokenizer.name_or_path, stream_keepalive_s=0.1,
                         _env_file=None)
     app = create_app(settings, engine_factory=lambda s: BreaksMidStream(tiny_tokenizer))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        poll(lambda: _is_ready(client), timeout=30, every=0.05)
+    with serving_in_thread(app) as (client, _):
         with client.stream("POST", "/caption", json={"brand": "TechZone", "context": "launch", "stream": True}) as r:
             assert r.status_code == 200
             events = read_events(r)
@@ -281,7 +238,3 @@ def test_a_failure_mid_stream_sends_an_error_event(brands_file, tiny_tokenizer):
         error = json.loads(events[-1][1])["error"]
         assert error["code"] == "generation_failed" and "illegal memory access" not in error["message"]
         assert client.get("/ready").status_code == 200  # the service keeps serving
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=30)
