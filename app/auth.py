@@ -2,10 +2,20 @@
 
 import hashlib
 import hmac
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import APIError
+
+_ONLY_WITH_A_KEY = "Only when the server sets AI_DIRECTOR_API_KEY; either scheme works."
+# auto_error=False: these only declare the two headers in the API document (the Authorize
+# button); has_valid_key decides, because the body-limits middleware needs it before any route.
+bearer = HTTPBearer(scheme_name="Bearer", description=_ONLY_WITH_A_KEY, auto_error=False)
+api_key_header = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", description=_ONLY_WITH_A_KEY, auto_error=False)
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+HeaderKey = Annotated[str | None, Security(api_key_header)]
 
 
 def _digest(value: str) -> bytes:
@@ -31,7 +41,12 @@ UNAUTHORIZED = (
 )
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request, _bearer: BearerKey = None, _key: HeaderKey = None) -> None:
+    """401 in the one error shape unless the request may pass (see has_valid_key)."""
     if not has_valid_key(request):
         code, message, headers = UNAUTHORIZED
         raise APIError(401, code, message, headers=headers)
+
+
+async def optional_api_key(_bearer: BearerKey = None, _key: HeaderKey = None) -> None:
+    """Declares the key on routes that answer without it too (more detail, or by setting)."""

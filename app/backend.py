@@ -20,6 +20,7 @@ __all__ = ["Backend", "LocalBackend", "QueueFullError"]
 class Backend(Protocol):
     info: ModelInfo
     defaults: SamplingDefaults  # what a request gets for the sampling fields it leaves out
+    ready: bool  # a remote backend is ready only while its engine answers
 
     def submit(self, request: GenerationRequest, request_id: str, stream: bool) -> Generation:
         """Admit the request now or raise QueueFullError (a 429 before any byte is sent)."""
@@ -39,6 +40,8 @@ class Backend(Protocol):
 
 class LocalBackend:
     """The in-process engine behind the dynamic batching worker."""
+
+    ready = True  # the engine is loaded before this backend exists
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics):
         self.engine = engine

@@ -10,6 +10,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from app.brand_schema import Brand, normalize_key
 from app.platforms import check_platform
@@ -106,17 +107,35 @@ class LeakIndex:
         return [{"brand": brand, "found": labels} for brand, labels in found.items() if labels]
 
 
+# TypedDicts, not models: the values stay plain dicts for the code that reads them, and the
+# API document still spells out their fields.
+class OtherBrand(TypedDict):
+    brand: str
+    found: list[str]
+
+
+class PlatformCheck(TypedDict):
+    name: str
+    length: int
+    limit: int
+    hashtag_count: int
+    hashtag_limit: int | None
+    within_limit: bool
+
+
 class CheckReport(BaseModel):
+    """The on-brand verdict on one text."""
+
     on_brand: bool
-    reasons: list[str]
+    reasons: list[str] = Field(description="Why it is not on brand; empty when it is.")
     brand_mentioned: bool
-    hashtags_brand: list[str]
+    hashtags_brand: list[str] = Field(description="The brand's own hashtags found in the text.")
     hashtags_new: list[str]
     words_to_avoid_found: list[str]
-    other_brands: list[dict]
-    thai_ratio: float
-    platform: dict | None
-    score: float
+    other_brands: list[OtherBrand] = Field(description="Other brands named in the text, as they write themselves.")
+    thai_ratio: float = Field(ge=0, le=1, description="Share of letters that are Thai.")
+    platform: PlatformCheck | None = Field(description="Length and hashtag limits; only when a platform was given.")
+    score: float = Field(ge=0, le=1, description="Share of checks passed, to rank candidates.")
     # Names of the failed checks, for the metrics: not part of the API response.
     failed: list[str] = Field(default_factory=list, exclude=True)
 

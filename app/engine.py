@@ -10,9 +10,11 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from app.prompt_contract import CONTRACT_FILE, ContractError, compare, current_contract, describe, read_contract
 from app.prompter import tokenizer_source
 from app.settings import Settings
 
@@ -105,8 +107,11 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
-def check_adapter_folder(path: Path) -> dict:
-    """The adapter's config, or an error that says what is wrong with the folder."""
+def check_adapter_folder(settings: Settings) -> dict:
+    """The adapter's config, once the folder and its prompt contract are checked against `settings`."""
+    path = settings.adapter_path
+    if path is None:
+        return {}
     if not path.exists():
         raise EngineLoadError(
             f"adapter folder {path} does not exist: set AI_DIRECTOR_ADAPTER_PATH to a folder written by "
@@ -119,9 +124,44 @@ def check_adapter_folder(path: Path) -> dict:
             "AI_DIRECTOR_ADAPTER_PATH at the output folder of `python -m training train`"
         )
     try:
-        return json.loads(config_file.read_text(encoding="utf-8"))
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EngineLoadError(f"{config_file} is not valid JSON ({exc}); re-export the adapter") from exc
+    check_prompt_contract(settings)
+    return config
+
+
+# What to change when a contract field differs; the adapter's value is the one to match.
+_CONTRACT_FIXES = {
+    "context_token_budget": "set AI_DIRECTOR_CONTEXT_TOKEN_BUDGET={trained} to match the adapter, or retrain",
+    "max_seq_length": "set AI_DIRECTOR_MAX_SEQ_LENGTH={trained} to match the adapter, or retrain",
+    "prompt_format_sha256": "serve the adapter with the code it was trained with, or retrain it with this code",
+    "format_version": "retrain the adapter with this version",
+}
+
+
+def check_prompt_contract(settings: Settings) -> None:
+    """Stop unless the adapter was trained on the prompt these settings and this code build."""
+    path = settings.adapter_path
+    try:
+        trained = read_contract(path)
+    except ContractError as exc:
+        raise EngineLoadError(str(exc)) from exc
+    if trained is None:
+        _warn_unchecked(path)
+        return
+    current = current_contract(settings.context_token_budget, settings.max_seq_length)
+    differences = compare(trained, current)
+    if differences:
+        parts = [f"{describe(m)}: {_CONTRACT_FIXES[m.field].format(trained=m.trained)}" for m in differences]
+        raise EngineLoadError(f"adapter {path} was trained on another prompt ({CONTRACT_FILE}): " + "; ".join(parts))
+
+
+@lru_cache
+def _warn_unchecked(path: Path) -> None:
+    # Once per folder: `python -m app` checks before the server starts and again in the lifespan.
+    log.warning("adapter folder %s has no %s (trained before prompt contracts): serving it unchecked, so its "
+                "prompt settings may differ from training; retrain to add one", path, CONTRACT_FILE)
 
 
 class HFEngine:
@@ -144,7 +184,7 @@ class HFEngine:
         device = resolve_device(settings.device)
         on_cuda = device.startswith("cuda")
         four_bit = settings.load_in_4bit if settings.load_in_4bit is not None else on_cuda
-        adapter_config = check_adapter_folder(settings.adapter_path) if settings.adapter_path else None
+        adapter_config = check_adapter_folder(settings) if settings.adapter_path else None
 
         dtype = compute_dtype(on_cuda)
         kwargs: dict = {"dtype": dtype}

@@ -12,14 +12,18 @@ from fastapi import FastAPI
 from app import thai
 from app.backend import LocalBackend
 from app.brand_store import BrandStore
+from app.docs import install_docs
+from app.drain import Drain, DrainMiddleware
 from app.engine import Engine, HFEngine, check_adapter_folder
 from app.errors import install_error_handlers
+from app.health import health_report
 from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.prompter import Prompter
 from app.routes import api, ops
 from app.service import DirectorService
 from app.settings import Settings, get_settings
+from app.vllm_backend import VLLMBackend
 
 log = logging.getLogger("app")
 
@@ -43,7 +47,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         snapshot = store.load()
         metrics.brands.set(len(snapshot.brands))
         if settings.adapter_path:
-            check_adapter_folder(settings.adapter_path)
+            check_adapter_folder(settings)
         await asyncio.to_thread(thai.warm_up)
 
         service = app.state.service = DirectorService(settings, store, metrics)
@@ -60,19 +64,22 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
                 await service.backend.close()
             await asyncio.gather(watcher, loader, return_exceptions=True)
 
-    app = FastAPI(title="AI Director", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="AI Director", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="On-brand Thai marketing content: captions, brand-voice rewrites and campaign briefs.")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.load_error = None
     app.state.request_shutdown = None  # set by `python -m app` to stop uvicorn on a fatal load error
     app.state.started = time.time()
-    app.state.health = lambda: _health(app)
+    app.state.drain = Drain()
+    app.state.health = lambda: health_report(app)
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(api)
     app.include_router(ops)
 
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: limited requests are counted too
     return app
 
@@ -112,11 +119,15 @@ class ObserveMiddleware:
 
 async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
     """Load the tokenizer, then the model, off the event loop: /health answers while a 7B
-    model loads, and dry runs as soon as the tokenizer is there."""
+    model loads, and dry runs as soon as the tokenizer is there. With AI_DIRECTOR_ENGINE=vllm
+    the tokenizer is all this process loads (vLLM holds the weights): it starts in seconds."""
     settings = service.settings
     try:
         service.prompter = await asyncio.to_thread(Prompter.load, settings)
-        engine = await asyncio.to_thread(factory, settings)
+        if settings.engine == "vllm":
+            backend = await VLLMBackend.start(settings, service.metrics, service.prompter)
+        else:
+            backend = LocalBackend(await asyncio.to_thread(factory, settings), settings, service.metrics)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -125,32 +136,6 @@ async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
         if app.state.request_shutdown:  # a server that can never answer must not look alive
             app.state.request_shutdown()
         return
-    service.backend = LocalBackend(engine, settings, service.metrics)
-    log.info("ready: %s", engine.info)
+    service.backend = backend
+    log.info("backend started: %s", backend.info)
 
-
-def _health(app: FastAPI) -> dict:
-    service: DirectorService | None = getattr(app.state, "service", None)
-    store = service.store if service else None
-    error = store.last_error if store else None
-    backend = service.backend if service else None
-    return {
-        "status": "ok",
-        "ready": bool(service and service.ready),
-        "uptime_s": round(time.time() - app.state.started, 1),
-        "model": {
-            "loaded": backend is not None,
-            "base": app.state.settings.base_model,
-            "adapter": str(app.state.settings.adapter_path) if app.state.settings.adapter_path else None,
-            "device": backend.info.device if backend else None,
-            "quantization": backend.info.quantization if backend else None,
-            "load_error": app.state.load_error,
-        },
-        "brands": {
-            "count": len(store.snapshot.brands) if store and store.snapshot else 0,
-            "version": store.version if store else None,
-            "path": str(app.state.settings.brands_path),
-            "last_reload_error": {"message": error.message, "at": error.at} if error else None,
-        },
-        "queue_depth": backend.depth if backend else 0,
-    }

@@ -3,6 +3,11 @@
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
+# unreachable: no connection; disconnected: it broke mid-answer; timeout: vLLM went silent;
+# server_error: a 5xx; rejected: a 4xx; bad_response: an answer that could not be read
+BACKEND_ERROR_KINDS = ("unreachable", "disconnected", "timeout", "server_error", "rejected", "bad_response")
+
+
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
@@ -38,8 +43,18 @@ class Metrics:
         self.check_failures = Counter(
             "ai_director_check_failures", "Generated answers failing an on-brand check.", ["check"], registry=r
         )
+        self.backend_latency = Histogram(
+            "ai_director_backend_request_duration_seconds",
+            "vLLM's time to answer one request, the whole stream when streamed (AI_DIRECTOR_ENGINE=vllm).", registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.backend_errors = Counter(
+            "ai_director_backend_errors", "Requests vLLM failed, by kind (AI_DIRECTOR_ENGINE=vllm).", ["kind"], registry=r
+        )
         for result in ("ok", "failed"):  # export zeros so dashboards see the series from the start
             self.brand_reloads.labels(result=result)
+        for kind in BACKEND_ERROR_KINDS:
+            self.backend_errors.labels(kind=kind)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -141,9 +141,11 @@ def request_block(task: str, brand_name: str, fields: Mapping[str, Any], special
     """The request block: the brand's name plus the request's own fields, in a fixed order."""
     lines = ["### Request", f"Brand: {brand_name}"]
     for key, label in REQUEST_FIELDS[task]:
-        value = fields.get(key)
-        if value not in (None, "", [], ()):
-            lines.append(f"{label}: {_field_text(value)}")
+        # Stripped: a request keeps the edge spaces of `tone` or `audience`, a training record
+        # drops them, and the two must give the same prompt.
+        text = _field_text(fields.get(key) or "").strip()
+        if text:
+            lines.append(f"{label}: {text}")
     return neutralize("\n".join(lines), tuple(special_tokens))
 
 
@@ -168,9 +170,17 @@ def build_messages(
     ]
 
 
+# An added token shaped like markup is a control token even when not flagged special: Qwen2.5
+# adds <tool_call> and </tool_call> that way, and they still encode as one token each. Added
+# tokens that are plain text (some tokenizers add runs of spaces) are left alone.
+_MARKUP_TOKEN = re.compile(r"<[^\s<>]+>")
+
+
 def special_tokens_of(tokenizer) -> tuple[str, ...]:
-    """Every special token string of a tokenizer, for `neutralize`."""
-    added = (t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+    """Every special or markup-shaped added token string of a tokenizer, for `neutralize`."""
+    added = (
+        t.content for t in tokenizer.added_tokens_decoder.values() if t.special or _MARKUP_TOKEN.fullmatch(t.content)
+    )
     return tuple(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from app.backend import Backend, QueueFullError
+from app.batch import places_of, run_batch, window
 from app.batching import Generation
 from app.brand_resolver import BrandMatch
 from app.brand_store import BrandSnapshot, BrandStore
@@ -18,7 +19,10 @@ from app.errors import APIError, error_body
 from app.metrics import Metrics
 from app.prompter import Prompter
 from app.prompts import BrandContext, profile_lines
-from app.schemas import REQUEST_MODELS, CheckRequest, GenerateResponse
+from app.schemas import (
+    REQUEST_MODELS, BrandResponse, BrandsResponse, BrandSummary, Candidate, CheckRequest, CheckResponse,
+    GenerateResponse,
+)
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,9 @@ class DirectorService:
 
     @property
     def ready(self) -> bool:
-        return self.backend is not None and self.prompter is not None and self.store.snapshot is not None
+        backend = self.backend  # a remote backend is ready only while its engine answers
+        return (backend is not None and backend.ready and self.prompter is not None
+                and self.store.snapshot is not None)
 
     def _snapshot(self) -> BrandSnapshot:
         snapshot = self.store.snapshot
@@ -156,11 +162,11 @@ class DirectorService:
             "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": sum(r.completion_tokens for r in results)},
             "finish_reason": result.finish_reason,
             "seed": result.seed,
-            "checks": reports[chosen].model_dump(),
+            "checks": reports[chosen],
         }
         if req.attempts > 1:
             body["candidates"] = [
-                {"text": r.text, "seed": r.seed, "checks": rep.model_dump(), "chosen": i == chosen}
+                Candidate(text=r.text, seed=r.seed, checks=rep, chosen=i == chosen)
                 for i, (r, rep) in enumerate(zip(results, reports))
             ]
         return body
@@ -189,6 +195,23 @@ class DirectorService:
         generations = self._admit(backend, self._requests(p, req, backend.defaults), request_id, stream=False)
         results = await self._results(generations, request_id)
         return self._head(p) | self._answer(p, req, results)
+
+    async def batch(self, items: list, request_id: str = "-") -> list[dict]:
+        """Each item through generate(), in order, holding at most a window of the queue (app/batch.py).
+        Only the batch as a whole can be refused here; an item's failure is its own result."""
+        limit = self.settings.max_batch_items
+        if len(items) > limit:
+            raise APIError(
+                422, "invalid_request", f"the batch has {len(items)} items, over the limit of {limit} "
+                "(AI_DIRECTOR_MAX_BATCH_ITEMS); send it as several batches", param="items",
+            )
+        places = window(self.settings)
+        needed = min(places, sum(places_of(item) for item in items))
+        if needed:  # refused at once, as a single request is, when the queue has no room for its window
+            backend = self._backend()
+            if not backend.admits(needed):
+                raise self._queue_full(backend, f"a batch needs {needed} free place{'s' * (needed > 1)} in the queue")
+        return await run_batch(items, self.generate, places, self.settings.request_timeout_s, request_id)
 
     def stream(self, req, request_id: str = "-") -> AsyncIterator[dict]:
         """Server-sent events for one request. Everything that can fail before the first
@@ -249,6 +272,8 @@ class DirectorService:
         return generations
 
     def _failure(self, exc: Exception, request_id: str) -> APIError:
+        if isinstance(exc, APIError):  # the backend's own mapping, e.g. vLLM unreachable: a 503
+            return APIError(exc.status, exc.code, exc.message, param=exc.param, headers=exc.headers, **exc.extra)
         if isinstance(exc, TimeoutError):
             timeout = self.settings.request_timeout_s
             return APIError(
@@ -287,26 +312,23 @@ class DirectorService:
             "budget": self.settings.context_token_budget,
         }
 
-    def check(self, req: CheckRequest) -> dict:
+    def check(self, req: CheckRequest) -> CheckResponse:
         snapshot = self._snapshot()
         match = self.resolve(snapshot, req.brand)
         report = check_text(req.text, match.brand, req.platform, snapshot.leaks)
-        return {
-            "brand": match.brand.name,
-            "brand_version": snapshot.version,
-            "brand_match": match.summary(),
-            "checks": report.model_dump(),
-        }
+        return CheckResponse(
+            brand=match.brand.name, brand_version=snapshot.version, brand_match=match.summary(), checks=report,
+        )
 
-    def brand(self, name: str) -> dict:
+    def brand(self, name: str) -> BrandResponse:
         snapshot = self._snapshot()
         match = self.resolve(snapshot, name)
-        return {"brand_version": snapshot.version, "brand_match": match.summary(), "brand": match.brand.model_dump()}
+        return BrandResponse(brand_version=snapshot.version, brand_match=match.summary(), brand=match.brand)
 
-    def brands(self) -> dict:
+    def brands(self) -> BrandsResponse:
         snapshot = self._snapshot()
-        return {
-            "brand_version": snapshot.version,
-            "count": len(snapshot.brands),
-            "brands": [{"name": b.name, "aliases": b.aliases, "industry": b.industry} for b in snapshot.brands],
-        }
+        return BrandsResponse(
+            brand_version=snapshot.version,
+            count=len(snapshot.brands),
+            brands=[BrandSummary(name=b.name, aliases=b.aliases, industry=b.industry) for b in snapshot.brands],
+        )

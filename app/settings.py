@@ -24,12 +24,33 @@ class Settings(BaseSettings):
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="How long the first request waits for company.")
     max_queue: int = Field(64, gt=0, description="Waiting requests beyond this get 429.")
     request_timeout_s: float = Field(120.0, gt=0, description="A request not answered by then gets 504.")
+    max_batch_items: int = Field(
+        200, ge=1, le=10_000, description="Items one POST /batch may hold (a month's calendar); more get 422."
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Request bodies over this get 413 while being read.")
     body_timeout_s: float = Field(30.0, gt=0, description="A request body that stalls this long gets 408.")
+    max_header_bytes: int = Field(32_768, ge=4096, description="A request line plus headers over this gets 431.")
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long requests in flight may take to finish; new ones get 503."
+    )
     stream_interval_ms: float = Field(
         25.0, ge=0, le=1000, description="Text produced within this many ms of the last event is sent as one event."
     )
     stream_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on an event stream.")
+    engine: Literal["local", "vllm"] = Field(
+        "local", description="local: the model in this process; vllm: a vLLM server at AI_DIRECTOR_VLLM_URL."
+    )
+    vllm_url: str | None = Field(
+        None, validate_default=True, description="Base URL of vLLM (one server, or a load balancer in front of many)."
+    )
+    vllm_model: str | None = Field(
+        None, description="Served model name to call, e.g. the LoRA module; empty = the LoRA vLLM lists, else its base."
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="vLLM's --api-key, sent as a Bearer token.")
+    vllm_connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to vLLM that takes longer is a 503.")
+    vllm_read_timeout_s: float = Field(
+        120.0, gt=0, description="vLLM silent this long within one answer (or stream) is a 504."
+    )
     max_new_tokens: int = Field(512, gt=0, le=4096, description="Cap on a request's max_new_tokens.")
     max_seq_length: int = Field(1024, ge=128, description="Prompt + completion budget; the adapter's training length.")
     context_token_budget: int = Field(384, ge=32, description="Tokens the brand-context block may take in a prompt.")
@@ -38,7 +59,7 @@ class Settings(BaseSettings):
     metrics_require_key: bool = Field(False, description="Put /metrics behind the API key as well.")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=1, le=65535, description="Bind port.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error.")
 
     @field_validator("device")
     @classmethod
@@ -48,7 +69,19 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
 
-    @field_validator("adapter_path", "api_key", mode="before")
+    @field_validator("vllm_url")
+    @classmethod
+    def _vllm_url_when_needed(cls, value: str | None, info) -> str | None:
+        if value is None:
+            if info.data.get("engine") == "vllm":
+                raise ValueError("AI_DIRECTOR_ENGINE=vllm needs the URL of the vLLM server, e.g. http://vllm:8000")
+            return None
+        value = value.strip().rstrip("/").removesuffix("/v1")  # the base URL; the /v1/... paths are added
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+        return value
+
+    @field_validator("adapter_path", "api_key", "vllm_url", "vllm_model", "vllm_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         # An exported-but-empty variable means "not set", as in most CLIs.

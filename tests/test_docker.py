@@ -130,10 +130,21 @@ def run_commands(stage: Stage) -> list[tuple[Instruction, list[list[str]]]]:
     variables = arg_defaults(stage)
     out = []
     for ins in stage.all("RUN"):
-        body = expand(ins.args, variables)
-        commands = [shlex.split(part) for part in re.split(r"&&|\|\||;", body) if part.strip()]
-        out.append((ins, commands))
+        out.append((ins, shell_commands(expand(ins.args, variables))))
     return out
+
+
+def shell_commands(body: str) -> list[list[str]]:
+    """Split on the shell's && ; || operators, never on one inside quotes (a `python -c` program)."""
+    lexer = shlex.shlex(body, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    for word in lexer:
+        if word in ("&&", "||", ";"):
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return [words for words in commands if words]
 
 
 def is_pip_install(words: list[str]) -> bool:

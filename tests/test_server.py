@@ -86,20 +86,29 @@ def running_app(model_dir, brands_file, timeout: float = 30, **settings):
         proc.wait(timeout=30)
 
 
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @contextmanager
-def serving_in_thread(app):
-    """A real uvicorn for an app built in this process (fake engines); yields (client, port)."""
+def serving_in_thread(app, wait_ready: bool = True):
+    """The service's own uvicorn server for an app built in this process (fake engines); yields (client, port)
+    once /ready answers 200, or with wait_ready=False as soon as /health answers."""
     import threading
 
-    import uvicorn
+    from app.server import build_server
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    server = build_server(app, app.state.settings.model_copy(update={"port": port, "log_level": "error"}))
+    app.state.server = server  # so that a test can signal it
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
-        poll(lambda: is_ready(client), timeout=30)
+        poll(lambda: is_ready(client) if wait_ready else _answers(client), timeout=30)
         yield client, port
     finally:
         client.close()
@@ -169,15 +178,15 @@ def test_live_reload_add_break_recover(server):
     # 1. A new brand, added by atomic replace, is served without a restart.
     added = dict(original, brands=[*original["brands"], {"name": "NoodleNinja", "aliases": ["นู้ดเดิลนินจา"]}])
     write_atomically(brands_file, added)
-    ok = lambda: client.post("/caption", json={"brand": "นู้ดเดิลนินจา", "context": "เปิดร้านใหม่"}).status_code == 200
-    _, seconds = poll(ok, timeout=2.0)
-    assert seconds < 2.0
+    # Polled on a cheap endpoint; the timeout only guards against a hang (timings belong in bench/).
+    poll(lambda: client.get("/brands/นู้ดเดิลนินจา").status_code == 200, timeout=30)
+    assert client.post("/caption", json={"brand": "นู้ดเดิลนินจา", "context": "เปิดร้านใหม่"}).status_code == 200
     new_version = client.get("/health").json()["brands"]["version"]
     assert new_version != version
 
     # 2. Invalid JSON over the file: the old brands stay served, /health shows the error.
     brands_file.write_text('{"brands": [', encoding="utf-8")
-    health, _ = poll(lambda: (h := client.get("/health").json())["brands"]["last_reload_error"] and h, timeout=2.0)
+    health, _ = poll(lambda: (h := client.get("/health").json())["brands"]["last_reload_error"] and h, timeout=30)
     assert "invalid JSON" in health["brands"]["last_reload_error"]["message"]
     assert health["brands"]["version"] == new_version
     assert client.post("/caption", json={"brand": "NoodleNinja", "context": "เปิดร้านใหม่"}).status_code == 200
@@ -185,7 +194,7 @@ def test_live_reload_add_break_recover(server):
 
     # 3. A good write recovers.
     write_atomically(brands_file, original_bytes)
-    poll(lambda: client.get("/health").json()["brands"]["last_reload_error"] is None, timeout=2.0)
+    poll(lambda: client.get("/health").json()["brands"]["last_reload_error"] is None, timeout=30)
     assert client.get("/health").json()["brands"]["version"] == version
     assert client.post("/caption", json={"brand": "NoodleNinja", "context": "x launch"}).status_code == 404
 

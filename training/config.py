@@ -28,7 +28,7 @@ class TrainConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     max_seq_length: int = 1024  # prompt + brand block + answer; longer samples fail unless drop_long
-    context_token_budget: int = 384  # brand block; the service's AI_DIRECTOR_CONTEXT_TOKEN_BUDGET must match
+    context_token_budget: int = 384  # brand block; in prompt_contract.json, so the service refuses another budget
     epochs: float = 3  # 71 samples / 4 per step = 18 optimizer steps an epoch, 54 in all
     batch_size: int = 1  # per device: one 1024-token sample of the 7B at a time keeps the peak low
     grad_accum: int = 4  # 1 x 4 = 4 samples per optimizer step

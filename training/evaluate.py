@@ -7,6 +7,9 @@ It loads the base model and the adapter once; the base mode runs the same weight
 adapter switched off, so the three modes differ only in what they are meant to differ in.
 Copy is judged by `app.checks.check_text`, the very checks the service runs, and against the
 reference with chrF (character n-grams; word-based BLEU scores unspaced Thai as zero).
+The prompt settings (context budget, max_seq_length) come from the adapter's
+prompt_contract.json, never from AI_DIRECTOR_* variables, and an adapter trained on
+another prompt format is refused.
 """
 
 import datetime as dt
@@ -16,6 +19,8 @@ import logging
 import math
 from pathlib import Path
 
+from app.prompt_contract import ContractError, PromptContract, compare, current_contract, describe, read_contract
+from app.settings import Settings
 from training.records import Record, load_records, sha256_of
 
 log = logging.getLogger(__name__)
@@ -63,16 +68,45 @@ def _base_model_of(adapter: Path) -> str:
                          "re-export the adapter") from exc
 
 
+def _contract_of(adapter: Path) -> PromptContract | None:
+    """The adapter's prompt contract, refused if this code builds another prompt; None for an older adapter."""
+    try:
+        trained = read_contract(adapter)
+    except ContractError as exc:
+        raise ValueError(f"--adapter {adapter}: {exc}") from exc
+    if trained is None:
+        log.warning("--adapter %s has no prompt_contract.json (trained before prompt contracts): evaluating with "
+                    "the default context budget and max_seq_length, unchecked", adapter)
+        return None
+    # The budget and length are taken from the contract, so only the prompt format can differ.
+    differences = compare(trained, current_contract(trained.context_token_budget, trained.max_seq_length))
+    if differences:
+        raise ValueError(f"--adapter {adapter}: it was trained on another prompt: "
+                         + "; ".join(describe(m) for m in differences)
+                         + ". Evaluate it with the code it was trained with, or retrain it with this code")
+    return trained
+
+
+class ExplicitSettings(Settings):
+    """The service's Settings from the arguments and the defaults alone: no AI_DIRECTOR_* variable
+    or .env file can change what an evaluation measures."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **environment_sources):
+        return (init_settings,)
+
+
 def run(adapter: Path, output: Path | None = None, base_model: str | None = None, data_dir: Path = DATA_DIR,
         brands_path: Path = Path("brands/brands.json"), max_new_tokens: int = 256, device: str = "auto",
         load_in_4bit: bool | None = None, limit: int | None = None) -> dict:
     from app.engine import HFEngine
-    from app.settings import Settings
     from training.formatting import Formatter, load_brands
 
     # 1. Every input is checked before the model loads, and nothing is written until the end.
     adapter, data_dir = Path(adapter), Path(data_dir)
-    base_model = base_model or _base_model_of(adapter)
+    trained_on = _base_model_of(adapter)  # validates the folder even when --base-model is given
+    base_model = base_model or trained_on
+    contract = _contract_of(adapter)
     if not base_model:
         raise ValueError(f"--adapter {adapter}: adapter_config.json names no base model; pass --base-model")
     if limit is not None and limit < 1:
@@ -88,8 +122,10 @@ def run(adapter: Path, output: Path | None = None, base_model: str | None = None
                 raise ValueError(f"{files[split]} record {i}: brand {r.brand!r} is not in {brands_path}; add it there")
 
     # 2. One load; base mode = the same weights under `disable_adapter()`.
-    settings = Settings(base_model=base_model, adapter_path=adapter, device=device,
-                        load_in_4bit=load_in_4bit, _env_file=None)
+    prompt = {"context_token_budget": contract.context_token_budget,
+              "max_seq_length": contract.max_seq_length} if contract else {}
+    settings = ExplicitSettings(base_model=base_model, adapter_path=adapter, device=device,
+                                load_in_4bit=load_in_4bit, **prompt)
     engine = HFEngine.load(settings)
     fmt = Formatter(engine.tokenizer, brands, settings.context_token_budget, settings.max_seq_length)
 
@@ -118,6 +154,7 @@ def run(adapter: Path, output: Path | None = None, base_model: str | None = None
             "generation": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "decoding": "greedy",
                            "batch": CHUNK},
             "context_token_budget": settings.context_token_budget, "max_seq_length": settings.max_seq_length,
+            "prompt_contract": contract.model_dump() if contract else None,
             "modes": {m: {"adapter": a, "brand_context": c} for m, (a, c) in MODE_SETUP.items()},
         },
         "loss": loss,
@@ -204,7 +241,10 @@ def _markdown(report: dict) -> str:
         f"- greedy decoding, max_new_tokens {gen['max_new_tokens']}; records per split: "
         + ", ".join(f"{s} {d['records']}" for s, d in cfg["data"].items())
         + (f" (limited to the first {cfg['limit']})" if cfg["limit"] else ""),
-        f"- chrF signature: `{res['adapter_rag']['test']['metrics']['chrf_signature']}`", "",
+        f"- chrF signature: `{res['adapter_rag']['test']['metrics']['chrf_signature']}`",
+        f"- prompt: context budget {cfg['context_token_budget']} tokens, max_seq_length {cfg['max_seq_length']}, "
+        + (f"from the adapter's prompt contract (format sha256 {cfg['prompt_contract']['prompt_format_sha256'][:12]})"
+           if cfg["prompt_contract"] else "defaults: the adapter has no prompt contract"), "",
         "## Generated copy", "",
         "| mode | split | n | on-brand | brand mention | other-brand leak | Thai ratio | chrF |",
         "|---|---|---|---|---|---|---|---|",

@@ -79,7 +79,16 @@ def build_tokenizer(lines: list[str], vocab_size: int = 4096):
     return tokenizer
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+# Layer widths by variant. "default": 4 heads of 16 dims, every width a multiple of 32 (bnb
+# CPU repack). "head64": 2 heads of 64 dims, since vLLM's CPU attention supports head sizes of
+# 32, 64, 80, 96 and 128 only; the same tokenizer, so the two render identical prompts.
+SHAPES = {
+    "default": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2},
+    "head64": {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 1},
+}
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, shape: str = "default") -> Path:
     """Write a loadable model + tokenizer folder to `out_dir` and return it."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -91,11 +100,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
         vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
+        **SHAPES[shape],
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # 2 KV heads x 16 dims = 32: every width a multiple of 32 (bnb CPU repack)
         max_position_embeddings=4096,
         tie_word_embeddings=False,
         bos_token_id=pad_id,

@@ -6,6 +6,8 @@
 Everything is validated before anything is written. The run works in OUTPUT.partial/
 (checkpoints live there, so --resume continues from them) and becomes OUTPUT/ only when
 it has finished: a failed run never leaves a half-written adapter where the service looks.
+Beside the adapter goes prompt_contract.json (app/prompt_contract.py): the context budget,
+max_seq_length and prompt format it was trained on, which the service and evaluate check.
 """
 
 import json
@@ -15,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from app.prompt_contract import current_contract, write_contract
 from training.config import TrainConfig
 from training.formatting import Formatter, load_brands
 from training.model import compute_dtype, load_model, token_weighted_loss
@@ -63,6 +66,8 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.pad_token = "<|endoftext|>"  # never eos: masking pad would also mask <|im_end|>
     formatter = Formatter(tokenizer, load_brands(cfg.brands), cfg.context_token_budget, cfg.max_seq_length)
+    # Taken now, from the code that formats the data below: the service and evaluate check it.
+    contract = current_contract(cfg.context_token_budget, cfg.max_seq_length, cfg.base_model)
     splits, dropped = {}, {}
     for name, path in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data)):
         splits[name], dropped[name] = formatter.dataset(load_records(path), str(path), cfg.drop_long)
@@ -144,8 +149,10 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
         "duration_s": round(time.time() - started, 1),
         "datasets_sha256": {k: sha256_of(p) for k, p in (("train", cfg.data), ("val", cfg.val_data), ("test", cfg.test_data), ("brands", cfg.brands))},
         "config": cfg.to_dict(),
+        "prompt_contract": contract.model_dump(),
     }
     (staging / "eval_results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_contract(staging, contract)  # in the staging folder: it moves into place with the adapter
     for checkpoint in staging.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)  # resumable state is only worth keeping until the run succeeds
 
