@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from servers import free_port, timed_stream, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -62,25 +63,6 @@ def build_models(root: Path) -> tuple[Path, Path]:
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora).save_pretrained(root / "adapter")
     return model_dir, root / "adapter"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            raise SystemExit(f"{what} did not become ready")
-        time.sleep(0.5)
 
 
 # --- one request, each path and mode: (time to first text, full time, tokens) ---
@@ -127,20 +109,11 @@ async def gateway_plain(client, prompts, i, stop_id):
 
 
 async def gateway_stream(client, prompts, i, stop_id):
-    start, first, done = time.perf_counter(), None, None
+    start = time.perf_counter()
     async with client.stream("POST", "/caption", json=dict(body(i), stream=True)) as r:
         await r.aread() if r.status_code != 200 else None
         ok(r)
-        event = ""
-        async for line in r.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-                if event == "delta" and first is None:
-                    first = time.perf_counter() - start
-            elif line.startswith("data:") and event == "done":
-                done = json.loads(line[5:])
-    total = time.perf_counter() - start
-    return (first if first is not None else total), total, done["usage"]["completion_tokens"]
+        return await timed_stream(r, start)
 
 
 def ok(r: httpx.Response) -> None:
@@ -191,8 +164,9 @@ def main(args) -> None:
     vllm_url, gateway_url = f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{gateway_port}"
     vllm_env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
     vllm_log = (work / "vllm.log").open("w")
+    # absolute: it runs in the work folder, and a venv's python must not be resolved through its symlink
     vllm = subprocess.Popen(
-        [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        [os.path.abspath(args.vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
          "--served-model-name", "base", "--dtype", "float32", "--max-model-len", "2048", "--host", "127.0.0.1",
          "--port", str(vllm_port), "--enable-lora", "--max-lora-rank", "16", "--lora-modules",
          f"{ADAPTER}={adapter_dir}"],

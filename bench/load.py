@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+
+from servers import free_port, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 BRANDS = REPO / "brands" / "brands.json"
@@ -129,12 +130,6 @@ async def load(base_url: str, n: int, clients: int, brands: list[str]) -> dict:
             "health_failures": health_failures, "wall": wall}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def one_run(args, extra_env: dict, brands: list[str]) -> dict:
     """Start a fresh server with `extra_env`, load it, stop it; the figures of the run."""
     port = free_port()
@@ -146,16 +141,7 @@ def one_run(args, extra_env: dict, brands: list[str]) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base_url}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
+        wait_until(f"{base_url}/ready", proc, 120, "the server")
         before = rss_mib(proc.pid)
         r = asyncio.run(load(base_url, args.requests, args.clients, brands))
         r.update(rss_before=before, rss_after=rss_mib(proc.pid), exit_code=proc.poll())

@@ -16,7 +16,6 @@ alternate between the servers so that a noisy neighbour hits all of them alike.
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from servers import free_port, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -116,11 +117,6 @@ async def measure(ports: dict, rounds: int, n: int) -> dict:
 
 
 def main(args) -> None:
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
     ports = {label: free_port() for label in ("echo", "dry_run", "exact-fit", "zero-cost")}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     kinds = {"echo": "echo", "dry_run": "service", "exact-fit": "exact-fit", "zero-cost": "service"}
@@ -129,17 +125,8 @@ def main(args) -> None:
              for label, port in ports.items()]
     try:
         for label, port in ports.items():
-            deadline = time.time() + 120
             path = "/docs" if label == "echo" else "/ready"
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.time() > deadline:
-                    raise SystemExit(f"{label} server did not start")
-                time.sleep(0.2)
+            wait_until(f"http://127.0.0.1:{port}{path}", None, 120, f"the {label} server")
         r = asyncio.run(measure(ports, args.rounds, args.requests))
     finally:
         for proc in procs:

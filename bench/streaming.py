@@ -10,9 +10,7 @@ medians over the rounds. Time to first token is measured by the client, at the f
 
 import argparse
 import asyncio
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +18,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from servers import free_port, timed_stream, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENT = 16
@@ -43,19 +43,10 @@ async def plain(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
 
 
 async def streamed(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
-    start, first, done = time.perf_counter(), None, None
+    start = time.perf_counter()
     async with client.stream("POST", "/caption", json=dict(body(i), stream=True)) as r:
         r.raise_for_status()
-        event = ""
-        async for line in r.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-                if event == "delta" and first is None:
-                    first = time.perf_counter() - start
-            elif line.startswith("data:") and event == "done":
-                done = json.loads(line[5:])
-    total = time.perf_counter() - start
-    return (first if first is not None else total), total, done["usage"]["completion_tokens"]
+        return await timed_stream(r, start)
 
 
 async def one_round(client, fn) -> dict:
@@ -81,9 +72,7 @@ async def measure(base_url: str, rounds: int) -> dict:
 
 
 def main(args) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, AI_DIRECTOR_BASE_MODEL=args.model, AI_DIRECTOR_DEVICE=args.device, AI_DIRECTOR_PORT=str(port),
                AI_DIRECTOR_MAX_BATCH_SIZE=str(CONCURRENT), AI_DIRECTOR_LOG_LEVEL="warning", HF_HUB_OFFLINE="1",
                # 16 requests take ~150 ms of brand-layer work to admit; a 200 ms window lets them
@@ -92,16 +81,7 @@ def main(args) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base_url}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
+        wait_until(f"{base_url}/ready", proc, 120, "the server")
         r = asyncio.run(measure(base_url, args.rounds))
     finally:
         proc.terminate()
