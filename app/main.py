@@ -23,6 +23,7 @@ from app.prompter import Prompter
 from app.routes import api, ops
 from app.service import DirectorService
 from app.settings import Settings, get_settings
+from app.studio import install_studio
 from app.vllm_backend import VLLMBackend
 
 log = logging.getLogger("app")
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.state.health = lambda: health_report(app)
     install_error_handlers(app)
     install_docs(app)
+    install_studio(app)
     app.include_router(api)
     app.include_router(ops)
 
