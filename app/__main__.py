@@ -85,14 +85,13 @@ def serve() -> int:
     from app.main import create_app
     from app.server import build_server
 
+    from app.adapters import AdapterError, check_all
     from app.brand_store import parse_brands, read_brands_file
-    from app.engine import check_adapter_folder
 
     try:  # the cheap checks first, for a one-line error instead of a traceback
         parse_brands(read_brands_file(settings.brands_path), str(settings.brands_path))
-        if settings.adapter_path:
-            check_adapter_folder(settings)
-    except (BrandFileError, EngineLoadError) as exc:
+        check_all(settings)
+    except (BrandFileError, EngineLoadError, AdapterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

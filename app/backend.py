@@ -9,6 +9,7 @@ implements the same three members and batches on its own side; tests fake them.
 
 from typing import Protocol
 
+from app.adapters import AdapterError, AdapterFiles, AdapterVersion
 from app.batching import BatchWorker, Generation, QueueFullError
 from app.engine import Engine, GenerationRequest, ModelInfo, SamplingDefaults
 from app.metrics import Metrics
@@ -31,6 +32,15 @@ class Backend(Protocol):
         ...
 
     def retry_after_s(self) -> int: ...
+
+    def adapters(self) -> dict[str, AdapterVersion]:
+        """The adapter versions served now, by name; a request may name any of them, or "none"."""
+        ...
+
+    async def install_adapter(self, files: AdapterFiles) -> AdapterVersion:
+        """Serve a checked folder under its name once it loads and passes a probe; raises AdapterError, and
+        the version served before stays, when it does not."""
+        ...
 
     @property
     def depth(self) -> int: ...
@@ -61,6 +71,15 @@ class LocalBackend:
 
     def retry_after_s(self) -> int:
         return self.worker.retry_after_s()
+
+    def adapters(self) -> dict[str, AdapterVersion]:
+        return getattr(self.engine, "adapters", {})
+
+    async def install_adapter(self, files: AdapterFiles) -> AdapterVersion:
+        install = getattr(self.engine, "install_adapter", None)
+        if install is None:
+            raise AdapterError(f"this engine ({type(self.engine).__name__}) cannot load adapters")
+        return await self.worker.between_batches(install, files)
 
     @property
     def depth(self) -> int:

@@ -167,6 +167,11 @@ class BatchWorker:
     def depth(self) -> int:
         return self.queue.qsize()
 
+    async def between_batches(self, fn, *args):
+        """Run `fn` on the generation thread between two batches, e.g. an adapter swap: the
+        thread runs one call at a time, so no batch sees the model change under it."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     def retry_after_s(self) -> int:
         """A client's fair wait: the queue's batches at the latest batch time."""
         batches = max(1, self.depth // self.max_batch_size)

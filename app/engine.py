@@ -6,15 +6,13 @@ generates a whole batch in one `generate` call with per-request sampling setting
 reporting each row's text as it grows and each row's result as soon as that row ends.
 """
 
-import json
 import logging
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
-from app.prompt_contract import CONTRACT_FILE, ContractError, compare, current_contract, describe, read_contract
+from app.adapters import AdapterError, AdapterVersion, check_all
+from app.lora import LoraSlots
 from app.prompter import tokenizer_source
 from app.settings import Settings
 
@@ -30,6 +28,7 @@ class GenerationRequest:
     top_k: int = 0
     seed: int | None = None
     prompt_ids: tuple[int, ...] | None = None  # the prompt already encoded by the prompter, if it was
+    adapter: str | None = None  # an adapter's name; None = the default one, "none" = the base model alone
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: str  # "stop" at <|im_end|>, "length" at max_new_tokens, "cancelled" if its client left
     seed: int | None = None
+    adapter: AdapterVersion | None = None  # the adapter version that wrote it; None = the base model
 
 
 @dataclass(frozen=True)
@@ -107,68 +107,11 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
-def check_adapter_folder(settings: Settings) -> dict:
-    """The adapter's config, once the folder and its prompt contract are checked against `settings`."""
-    path = settings.adapter_path
-    if path is None:
-        return {}
-    if not path.exists():
-        raise EngineLoadError(
-            f"adapter folder {path} does not exist: set AI_DIRECTOR_ADAPTER_PATH to a folder written by "
-            "`python -m training train`, or leave it empty to serve the base model alone"
-        )
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
-        raise EngineLoadError(
-            f"{path} holds no adapter_config.json, so it is not a LoRA adapter folder: point "
-            "AI_DIRECTOR_ADAPTER_PATH at the output folder of `python -m training train`"
-        )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise EngineLoadError(f"{config_file} is not valid JSON ({exc}); re-export the adapter") from exc
-    check_prompt_contract(settings)
-    return config
-
-
-# What to change when a contract field differs; the adapter's value is the one to match.
-_CONTRACT_FIXES = {
-    "context_token_budget": "set AI_DIRECTOR_CONTEXT_TOKEN_BUDGET={trained} to match the adapter, or retrain",
-    "max_seq_length": "set AI_DIRECTOR_MAX_SEQ_LENGTH={trained} to match the adapter, or retrain",
-    "prompt_format_sha256": "serve the adapter with the code it was trained with, or retrain it with this code",
-    "format_version": "retrain the adapter with this version",
-}
-
-
-def check_prompt_contract(settings: Settings) -> None:
-    """Stop unless the adapter was trained on the prompt these settings and this code build."""
-    path = settings.adapter_path
-    try:
-        trained = read_contract(path)
-    except ContractError as exc:
-        raise EngineLoadError(str(exc)) from exc
-    if trained is None:
-        _warn_unchecked(path)
-        return
-    current = current_contract(settings.context_token_budget, settings.max_seq_length)
-    differences = compare(trained, current)
-    if differences:
-        parts = [f"{describe(m)}: {_CONTRACT_FIXES[m.field].format(trained=m.trained)}" for m in differences]
-        raise EngineLoadError(f"adapter {path} was trained on another prompt ({CONTRACT_FILE}): " + "; ".join(parts))
-
-
-@lru_cache
-def _warn_unchecked(path: Path) -> None:
-    # Once per folder: `python -m app` checks before the server starts and again in the lifespan.
-    log.warning("adapter folder %s has no %s (trained before prompt contracts): serving it unchecked, so its "
-                "prompt settings may differ from training; retrain to add one", path, CONTRACT_FILE)
-
-
 class HFEngine:
     """A transformers causal LM, optionally 4-bit, optionally with a LoRA adapter."""
 
     def __init__(self, model, tokenizer, info: ModelInfo, defaults: SamplingDefaults, stop_ids: list[int]):
-        self.model = model
+        self.slots = LoraSlots(model, tokenizer)
         self.tokenizer = tokenizer
         self.info = info
         self.defaults = defaults
@@ -184,7 +127,10 @@ class HFEngine:
         device = resolve_device(settings.device)
         on_cuda = device.startswith("cuda")
         four_bit = settings.load_in_4bit if settings.load_in_4bit is not None else on_cuda
-        adapter_config = check_adapter_folder(settings) if settings.adapter_path else None
+        try:
+            adapters = check_all(settings)  # before the weights: a bad folder costs no model load
+        except AdapterError as exc:
+            raise EngineLoadError(str(exc)) from exc
 
         dtype = compute_dtype(on_cuda)
         kwargs: dict = {"dtype": dtype}
@@ -207,10 +153,6 @@ class HFEngine:
         if not four_bit:
             model.to(device)
 
-        adapter_name = None
-        if settings.adapter_path:
-            adapter_name = str(settings.adapter_path)
-            model = cls._attach_adapter(model, settings, adapter_config or {})
         model.eval()
 
         source = tokenizer_source(settings)
@@ -234,27 +176,31 @@ class HFEngine:
         stop_ids.discard(tokenizer.unk_token_id)
         info = ModelInfo(
             base=settings.base_model,
-            adapter=adapter_name,
+            adapter=str(settings.adapter_path) if settings.adapter_path else None,
             device=device,
             quantization="nf4" if four_bit else None,
         )
+        engine = cls(model, tokenizer, info, defaults, sorted(stop_ids))
+        for files in adapters:
+            try:
+                engine.install_adapter(files)
+            except AdapterError as exc:
+                raise EngineLoadError(str(exc)) from exc
         log.info("model loaded: %s", info)
-        return cls(model, tokenizer, info, defaults, sorted(stop_ids))
+        return engine
 
-    @staticmethod
-    def _attach_adapter(model, settings: Settings, adapter_config: dict):
-        from peft import PeftModel
+    @property
+    def model(self):
+        return self.slots.model
 
-        trained_on = adapter_config.get("base_model_name_or_path")
-        if trained_on and Path(str(trained_on)).name != Path(settings.base_model).name:
-            log.warning("adapter was trained on %s, serving it on %s", trained_on, settings.base_model)
-        try:
-            return PeftModel.from_pretrained(model, str(settings.adapter_path))
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise EngineLoadError(
-                f"adapter {settings.adapter_path} does not fit base model {settings.base_model!r} "
-                f"(it was trained on {trained_on!r}): {str(exc)[:300]}. Serve it on the base it was trained on"
-            ) from exc
+    @property
+    def adapters(self) -> dict[str, AdapterVersion]:
+        """The adapter versions served now, by name."""
+        return dict(self.slots.served)
+
+    def install_adapter(self, files) -> AdapterVersion:
+        """Serve a checked adapter folder under its name (app/lora.py); call between batches only."""
+        return self.slots.install(files)
 
     def generate(
         self, requests: list[GenerationRequest], listeners: list[RowListener | None] | None = None
@@ -279,8 +225,11 @@ class HFEngine:
             [(r.temperature, r.top_p, r.top_k) for r in requests], seeds, device=device
         )
 
+        adapter_names, versions = self.slots.route([r.adapter for r in requests])
+
         def result(row: int, decoder, reason: str) -> GenerationResult:
-            return GenerationResult(decoder.final_text, int(prompt_tokens[row]), len(decoder.ids), reason, seeds[row])
+            return GenerationResult(decoder.final_text, int(prompt_tokens[row]), len(decoder.ids), reason, seeds[row],
+                                    versions[row])
 
         tracker = RowTracker(self.tokenizer, limits, self.stop_ids, listeners or [None] * len(requests), result)
         with torch.inference_mode():
@@ -295,5 +244,6 @@ class HFEngine:
                 stopping_criteria=[tracker],
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **({"adapter_names": adapter_names} if adapter_names else {}),
             )
         return tracker.results

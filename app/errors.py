@@ -33,6 +33,7 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="A sentence a person can act on.")
     param: str | None = Field(None, description="The request field at fault; absent when none is.")
     suggestions: list[str] | None = Field(None, description="`brand_not_found` only: the closest brand names.")
+    adapters: list[str] | None = Field(None, description="`adapter_not_found` only: the adapter names served.")
     errors: list[FieldError] | None = Field(None, description="`invalid_request` only: up to 10 problems.")
 
 
@@ -121,7 +122,8 @@ _ERRORS: dict[int, tuple[str, dict, dict]] = {
           error_body("unauthorized", "missing or wrong API key; send it as 'Authorization: Bearer <key>' or "
                      "'X-API-Key'"),
           {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}}),
-    404: ("No brand matches the name or alias (`brand_not_found`, with suggestions).",
+    404: ("No brand matches the name or alias (`brand_not_found`, with suggestions), or no adapter has the name "
+          "(`adapter_not_found`, with `adapters`: the names served).",
           error_body("brand_not_found", "no brand matches 'Coffee Labz Shop'. Did you mean: CoffeeLab? New brands are "
                      "added in brands.json.", "brand", suggestions=["CoffeeLab"]), {}),
     408: ("The request body stopped arriving (AI_DIRECTOR_BODY_TIMEOUT_S).",
@@ -131,8 +133,9 @@ _ERRORS: dict[int, tuple[str, dict, dict]] = {
           error_body("payload_too_large", "the request body is over 1,048,576 bytes (AI_DIRECTOR_MAX_BODY_BYTES); "
                      "send less text, or raise the limit"), {}),
     422: ("A field is missing, unknown or out of range (`invalid_request`), the prompt does not fit "
-          "max_seq_length (`prompt_too_long`, `brand_profile_too_long`), or the model server refused the "
-          "request (`backend_rejected`).",
+          "max_seq_length (`prompt_too_long`, `brand_profile_too_long`), the model server refused the "
+          "request (`backend_rejected`), or an adapter folder cannot be served (`adapter_invalid`, on a reload; "
+          "the version before keeps serving).",
           error_body("invalid_request", "field 'context': context has no words (only emoji or symbols); describe it "
                      "in words", "context", errors=[{"param": "context", "message": "field 'context': context has no "
                      "words (only emoji or symbols); describe it in words"}]), {}),

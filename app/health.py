@@ -7,6 +7,8 @@ from typing import Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from app.adapter_rollout import AdapterRollout
+from app.schemas import AdapterFailure, AdapterOut
 from app.vllm_backend import VLLMBackend
 
 
@@ -18,7 +20,8 @@ def utc(timestamp: float) -> datetime:
 class ModelHealth(BaseModel):
     loaded: bool
     base: str
-    adapter: str | None
+    adapter: str | None = Field(description="The default adapter's folder (AI_DIRECTOR_ADAPTER_PATH).")
+    adapters: list[AdapterOut] = Field(description="Every adapter served, the default first, as GET /adapters lists them.")
     device: str | None = Field(description="Set once the model is loaded.")
     quantization: str | None
     load_error: str | None = Field(description="Why the model failed to load; the process then stops.")
@@ -50,7 +53,9 @@ class VLLMHealth(BaseModel):
 class Health(BaseModel):
     """Without the API key (when one is set) only `status` and `ready` are sent."""
 
-    status: Literal["ok", "degraded"] = Field(description="`degraded` while the last brands reload failed.")
+    status: Literal["ok", "degraded"] = Field(
+        description="`degraded` while the last reload of brands.json or of an adapter failed."
+    )
     ready: bool = Field(description="Whether generation requests are served now (see /ready).")
     uptime_s: float | None = Field(None, ge=0, description="Seconds since the process started.")
     started_at: datetime | None = Field(None, description="When the process started, ISO 8601 UTC.")
@@ -58,6 +63,19 @@ class Health(BaseModel):
     brands: BrandsHealth | None = None
     queue_depth: int | None = Field(None, ge=0, description="Requests waiting for the model.")
     vllm: VLLMHealth | None = Field(None, description="With AI_DIRECTOR_ENGINE=vllm only.")
+
+
+def adapters_out(rollout: AdapterRollout) -> list[AdapterOut]:
+    """Each adapter as served, with the reason its folder on disk is not, while it is not."""
+    return [
+        AdapterOut(
+            name=state.name, path=str(state.path),
+            version=state.served.version if state.served else None,
+            loaded_at=utc(state.served.loaded_at) if state.served else None,
+            last_reload_error=AdapterFailure(message=state.error.message, at=utc(state.error.at)) if state.error else None,
+        )
+        for state in rollout.states.values()
+    ]
 
 
 def health_report(app: FastAPI) -> Health:
@@ -68,8 +86,9 @@ def health_report(app: FastAPI) -> Health:
     snapshot = store.snapshot if store else None
     error = store.last_error if store else None
     backend = service.backend if service else None
+    rollout = getattr(app.state, "adapters", None)
     return Health(
-        status="degraded" if error else "ok",
+        status="degraded" if error or (rollout and rollout.failing) else "ok",
         ready=bool(service and service.ready),
         uptime_s=round(time.time() - app.state.started, 1),
         started_at=utc(app.state.started),
@@ -77,6 +96,7 @@ def health_report(app: FastAPI) -> Health:
             loaded=backend is not None,
             base=settings.base_model,
             adapter=str(settings.adapter_path) if settings.adapter_path else None,
+            adapters=adapters_out(rollout) if rollout else [],
             device=backend.info.device if backend else None,
             quantization=backend.info.quantization if backend else None,
             load_error=app.state.load_error,

@@ -14,7 +14,9 @@ from app.backend import LocalBackend
 from app.brand_store import BrandStore
 from app.docs import install_docs
 from app.drain import Drain, DrainMiddleware
-from app.engine import Engine, HFEngine, check_adapter_folder
+from app.adapter_rollout import AdapterRollout
+from app.adapters import check_all
+from app.engine import Engine, HFEngine
 from app.errors import install_error_handlers
 from app.health import health_report
 from app.limits import RequestLimits
@@ -47,14 +49,14 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         # Both raise with a message naming the file / setting: a bad start stops here.
         snapshot = store.load()
         metrics.brands.set(len(snapshot.brands))
-        if settings.adapter_path:
-            check_adapter_folder(settings)
+        check_all(settings)
         await asyncio.to_thread(thai.warm_up)
 
         service = app.state.service = DirectorService(settings, store, metrics)
+        rollout = app.state.adapters = AdapterRollout(settings, metrics, lambda: service.backend)
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop), name="brands-watch")
-        loader = asyncio.create_task(_load_engine(app, service, engine_factory), name="engine-load")
+        loader = asyncio.create_task(_load_engine(app, service, engine_factory, rollout, stop), name="engine-load")
         log.info("serving %d brands (version %s) from %s", len(snapshot.brands), snapshot.version, settings.brands_path)
         try:
             yield
@@ -119,7 +121,8 @@ class ObserveMiddleware:
             self.metrics.latency.labels(route=label).observe(time.perf_counter() - start)
 
 
-async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
+async def _load_engine(app: FastAPI, service: DirectorService, factory, rollout: AdapterRollout,
+                       stop: asyncio.Event) -> None:
     """Load the tokenizer, then the model, off the event loop: /health answers while a 7B
     model loads, and dry runs as soon as the tokenizer is there. With AI_DIRECTOR_ENGINE=vllm
     the tokenizer is all this process loads (vLLM holds the weights): it starts in seconds."""
@@ -140,4 +143,7 @@ async def _load_engine(app: FastAPI, service: DirectorService, factory) -> None:
         return
     service.backend = backend
     log.info("backend started: %s", backend.info)
+    rollout.adopt(backend.adapters())
+    await rollout.reload()  # what changed on disk while the model loaded
+    await rollout.watch(stop)
 

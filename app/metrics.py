@@ -39,6 +39,16 @@ class Metrics:
         self.brand_reload_error = Gauge(
             "ai_director_brand_reload_error", "1 while the last brands.json reload failed.", registry=r
         )
+        self.adapter_reloads = Counter(
+            "ai_director_adapter_reloads", "Adapter rollouts by adapter name and result.", ["adapter", "result"], registry=r
+        )
+        self.adapter_reload_error = Gauge(
+            "ai_director_adapter_reload_error", "1 while the adapter's folder on disk cannot be served.", ["adapter"],
+            registry=r,
+        )
+        self.adapter_info = Gauge(
+            "ai_director_adapter_info", "1 for the adapter version served now.", ["adapter", "version"], registry=r
+        )
         self.brands = Gauge("ai_director_brands", "Brands served.", registry=r)
         self.check_failures = Counter(
             "ai_director_check_failures", "Generated answers failing an on-brand check.", ["check"], registry=r

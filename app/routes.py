@@ -12,9 +12,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.auth import has_valid_key, optional_api_key, require_api_key
 from app.batch import BatchResponse, negotiate, table, to_csv, to_jsonl
 from app.errors import APIError, error_body, error_responses
-from app.health import Health
+from app.health import Health, adapters_out
 from app.schemas import (
-    AdaptVoiceRequest, BatchRequest, BrandResponse, BrandsResponse, BriefRequest, CaptionRequest, CheckRequest,
+    AdaptersResponse, AdaptVoiceRequest, BatchRequest, BrandResponse, BrandsResponse, BriefRequest, CaptionRequest, CheckRequest,
     CheckResponse, GenerateResponse, ReadyResponse,
 )
 from app.service import DirectorService
@@ -175,6 +175,34 @@ async def list_brands(service: ServiceDep):
 async def get_brand(name: BrandName, service: ServiceDep):
     """One brand's full record, found by name or alias."""
     return service.brand(name)
+
+
+@api.get("/adapters", response_model=AdaptersResponse, responses=error_responses(401, 431, 500))
+async def adapters(request: Request):
+    """The adapters served, by the name a request's `adapter` field gives, with their versions."""
+    return AdaptersResponse(base=request.app.state.settings.base_model, adapters=adapters_out(request.app.state.adapters))
+
+
+AdapterName = Annotated[str | None, Query(description="Reload this adapter only; default: every one.")]
+
+
+@api.post("/admin/adapters/reload", response_model=AdaptersResponse,
+          responses=error_responses(401, 404, 422, 431, 500, 503))
+async def reload_adapters(request: Request, service: ServiceDep, name: AdapterName = None):
+    """Serve what is on disk now, where file events do not arrive (some network mounts); the watcher
+    does the same on its own. 422 when a folder cannot be served: the version before keeps serving."""
+    rollout = request.app.state.adapters
+    if name is not None and name not in rollout.states:
+        raise APIError(404, "adapter_not_found", f"no adapter folder is named {name!r}; this server watches: "
+                       f"{', '.join(rollout.states) or 'none'} (GET /adapters)", param="name", adapters=list(rollout.states))
+    if service.backend is None:
+        raise APIError(503, "not_ready", "the model is still loading; it reads the adapter folders as it starts",
+                       headers={"Retry-After": "10"})
+    states = await rollout.reload([name] if name else None)
+    failed = [s for s in states if s.error]
+    if failed:
+        raise APIError(422, "adapter_invalid", "; ".join(f"{s.name}: {s.error.message}" for s in failed))
+    return AdaptersResponse(base=request.app.state.settings.base_model, adapters=adapters_out(rollout))
 
 
 # The key is optional here: without it (when one is set) /health answers status and ready only.

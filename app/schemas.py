@@ -1,6 +1,7 @@
 """Request and response bodies of the API."""
 
 import unicodedata
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -78,6 +79,10 @@ class _Request(BaseModel):
     stream: bool = Field(False, description="Answer as server-sent events: `delta` events, then `done`.")
     attempts: int = Field(1, ge=1, le=4, description="Candidates to generate; the first on-brand one wins.")
     dry_run: bool = Field(False, description="Return the prompt and brand context without generating.")
+    adapter: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["agency-a"],
+        description="A served adapter's name (GET /adapters); `none` = the base model alone; default: `default`.",
+    )
 
     @field_validator("brand")
     @classmethod
@@ -257,7 +262,32 @@ class Usage(BaseModel):
 
 class ModelRef(BaseModel):
     base: str
-    adapter: str | None
+    adapter: str | None = Field(description="The adapter's folder (or vLLM's LoRA module); null = the base model alone.")
+    adapter_name: str | None = Field(None, description="The adapter's name, as a request's `adapter` field gives it.")
+    adapter_version: str | None = Field(
+        None, description="12 hex digits of the sha256 of the adapter's weights: which version wrote this answer."
+    )
+    adapter_loaded_at: datetime | None = Field(None, description="When that version was loaded, ISO 8601 UTC.")
+
+
+class AdapterFailure(BaseModel):
+    message: str
+    at: datetime = Field(description="When the reload failed, ISO 8601 UTC.")
+
+
+class AdapterOut(BaseModel):
+    name: str = Field(description="What a request's `adapter` field names: `default`, or a name of AI_DIRECTOR_ADAPTERS.")
+    path: str
+    version: str | None = Field(description="12 hex digits of the sha256 of the weights served; null before loading.")
+    loaded_at: datetime | None = Field(description="When the version served was loaded, ISO 8601 UTC.")
+    last_reload_error: AdapterFailure | None = Field(
+        description="Set while the folder on disk cannot be served; the version above is still served."
+    )
+
+
+class AdaptersResponse(BaseModel):
+    base: str = Field(description="The base model; a request with `adapter: none` gets it alone.")
+    adapters: list[AdapterOut]
 
 
 class BrandMatchOut(BaseModel):

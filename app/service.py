@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from app.adapters import BASE, DEFAULT, AdapterVersion, served_adapters
 from app.backend import Backend, QueueFullError
 from app.batch import places_of, run_batch, window
 from app.batching import Generation
@@ -16,6 +17,7 @@ from app.checks import CheckReport, check_text
 from app.composer import compose, request_fields
 from app.engine import GenerationRequest, GenerationResult, SamplingDefaults
 from app.errors import APIError, error_body
+from app.health import utc
 from app.metrics import Metrics
 from app.prompter import Prompter
 from app.prompts import BrandContext, profile_lines
@@ -120,18 +122,38 @@ class DirectorService:
 
     def _head(self, p: Prepared) -> dict:
         """What every answer to this request starts with, generated or not."""
-        body = {"brand": p.match.brand.name, "brand_version": p.snapshot.version, "brand_match": p.match.summary()}
-        backend = self.backend
-        info = backend.info if backend else None
-        return body | {"model": {"base": info.base if info else self.settings.base_model,
-                                 "adapter": info.adapter if info else self._adapter_setting()}}
+        return {"brand": p.match.brand.name, "brand_version": p.snapshot.version, "brand_match": p.match.summary()}
 
-    def _adapter_setting(self) -> str | None:
-        return str(self.settings.adapter_path) if self.settings.adapter_path else None
+    def _model(self, version: AdapterVersion | None) -> dict:
+        """The model that wrote an answer: the base, and the adapter version if one took part."""
+        info = self.backend.info if self.backend else None
+        base = {"base": info.base if info else self.settings.base_model}
+        if version is None:
+            return base | {"adapter": None}
+        where = version.key if self.settings.engine == "vllm" else version.path  # vLLM: the module it called
+        return base | {"adapter": where, "adapter_name": version.name, "adapter_version": version.version,
+                       "adapter_loaded_at": utc(version.loaded_at)}
 
-    def _dry(self, p: Prepared) -> dict:
+    def _adapter(self, backend: Backend | None, req) -> AdapterVersion | None:
+        """The version a request's `adapter` names now (None: the base alone); 404 for a name not served."""
+        served = backend.adapters() if backend else {}
+        name = req.adapter
+        if name is None or name == BASE:
+            return served.get(DEFAULT) if name is None else None
+        if name in served:
+            return served[name]
+        known = list(served) if backend else list(served_adapters(self.settings))
+        if name not in known:
+            raise APIError(
+                404, "adapter_not_found", f"no adapter is named {name!r}; this server serves: "
+                f"{', '.join([BASE, *known])} (GET /adapters); more are added with AI_DIRECTOR_ADAPTERS",
+                param="adapter", adapters=[BASE, *known],
+            )
+        return None  # a dry run while the model loads: the name is configured, its version not known yet
+
+    def _dry(self, p: Prepared, req) -> dict:
         return {"text": "", "usage": {"prompt_tokens": p.prompt_tokens, "completion_tokens": 0},
-                "prompt": p.prompt, "context": self._context_out(p)}
+                "prompt": p.prompt, "context": self._context_out(p), "model": self._model(self._adapter(self.backend, req))}
 
     @staticmethod
     def _requests(p: Prepared, req, defaults: SamplingDefaults) -> list[GenerationRequest]:
@@ -144,6 +166,7 @@ class DirectorService:
                 top_k=defaults.top_k,
                 seed=None if req.seed is None else (req.seed + attempt) % 2**31,
                 prompt_ids=p.prompt_ids,
+                adapter=req.adapter,
             )
             for attempt in range(req.attempts)
         ]
@@ -163,6 +186,7 @@ class DirectorService:
             "finish_reason": result.finish_reason,
             "seed": result.seed,
             "checks": reports[chosen],
+            "model": self._model(result.adapter),
         }
         if req.attempts > 1:
             body["candidates"] = [
@@ -176,6 +200,7 @@ class DirectorService:
         if req.dry_run:
             return
         backend = self._backend()
+        self._adapter(backend, req)
         if not backend.admits(req.attempts):
             raise self._queue_full(backend, f"{self.settings.max_queue} requests are already waiting")
 
@@ -190,7 +215,7 @@ class DirectorService:
         self._admission(req)
         p = self.prepare(req)
         if req.dry_run:
-            return self._head(p) | self._dry(p)
+            return self._head(p) | self._dry(p, req)
         backend = self._backend()
         generations = self._admit(backend, self._requests(p, req, backend.defaults), request_id, stream=False)
         results = await self._results(generations, request_id)
@@ -229,7 +254,7 @@ class DirectorService:
         finished = False
         try:
             if generation is None:
-                body = self._head(p) | self._dry(p)
+                body = self._head(p) | self._dry(p, req)
             else:
                 result = None
                 # A deadline per wait, not asyncio.timeout(): that must never span a `yield`.

@@ -1,13 +1,15 @@
 """The service's one settings object. Every value comes from an `AI_DIRECTOR_*` variable."""
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class Settings(BaseSettings):
@@ -17,6 +19,13 @@ class Settings(BaseSettings):
 
     base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub name or local folder of the base model.")
     adapter_path: Path | None = Field(None, description="Folder holding adapter_config.json; empty = base model only.")
+    adapters: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description="More adapters beside the default one, picked per request by name: name=folder,name2=folder2.",
+    )
+    adapter_poll_s: float = Field(
+        30.0, ge=0, description="Also re-read the adapter folders this often, for volumes without file events (NFS); 0 = off."
+    )
     brands_path: Path = Field(Path("brands/brands.json"), description="The brand knowledge file, watched live.")
     load_in_4bit: bool | None = Field(None, description="NF4 4-bit weights; unset = on when CUDA is available.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
@@ -51,6 +60,9 @@ class Settings(BaseSettings):
     vllm_read_timeout_s: float = Field(
         120.0, gt=0, description="vLLM silent this long within one answer (or stream) is a 504."
     )
+    vllm_unload_grace_s: float = Field(
+        30.0, ge=0, description="How long vLLM keeps an adapter module a rollout replaced, so other gateways switch first."
+    )
     max_new_tokens: int = Field(512, gt=0, le=4096, description="Cap on a request's max_new_tokens.")
     max_seq_length: int = Field(1024, ge=128, description="Prompt + completion budget; the adapter's training length.")
     context_token_budget: int = Field(384, ge=32, description="Tokens the brand-context block may take in a prompt.")
@@ -79,6 +91,34 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/").removesuffix("/v1")  # the base URL; the /v1/... paths are added
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+        return value
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _parse_adapters(cls, value):
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, folder = part.partition("=")
+            name, folder = name.strip(), folder.strip()
+            if not sep or not name or not folder:
+                raise ValueError(f"{part!r} is not name=folder; write e.g. agency-a=/adapters/agency-a,ab-test=/adapters/v2")
+            if name in pairs:
+                raise ValueError(f"the adapter name {name!r} is given twice")
+            pairs[name] = folder
+        return pairs
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name in value:
+            # The name becomes a key inside the model (no dots) and a request field: keep it plain.
+            if not ADAPTER_NAME.fullmatch(name) or name in ("default", "none"):
+                raise ValueError(
+                    f"adapter name {name!r} must be 1-64 letters, digits, '-' or '_', and not 'default' or 'none' "
+                    "(those mean the default adapter and the base model)"
+                )
         return value
 
     @field_validator("adapter_path", "api_key", "vllm_url", "vllm_model", "vllm_api_key", mode="before")

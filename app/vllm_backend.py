@@ -17,15 +17,18 @@ import logging
 import math
 import secrets
 import time
+from dataclasses import replace
 
 import httpx
 
+from app.adapters import AdapterFiles, AdapterVersion
 from app.batching import Generation, QueueFullError
 from app.engine import EngineLoadError, GenerationRequest, GenerationResult, ModelInfo, SamplingDefaults
 from app.errors import APIError
 from app.metrics import Metrics
 from app.prompter import Prompter
 from app.settings import Settings
+from app.vllm_adapters import VLLMAdapters
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ class VLLMBackend:
                                 keepalive_expiry=KEEPALIVE_S),
         )
         self._probe_task: asyncio.Task | None = None
+        self.lora = VLLMAdapters(self.client, settings.vllm_unload_grace_s)
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics, prompter: Prompter) -> "VLLMBackend":
@@ -171,7 +175,8 @@ class VLLMBackend:
             return self._down(f"GET {self.url}/v1/models failed: {describe(exc)}")
         if not served:
             return self._down(f"vLLM at {self.url} serves no model yet")
-        model = self.settings.vllm_model or pick_model(models)
+        ours = {v.key for v in self.lora.loaded.values()}  # runtime modules of this gateway's rollouts
+        model = self.settings.vllm_model or pick_model([m for m in models if m["id"] not in ours])
         if model not in served:
             message = (f"AI_DIRECTOR_VLLM_MODEL={model!r} is not served by vLLM at {self.url}, which serves: "
                        f"{', '.join(served)}; set AI_DIRECTOR_VLLM_MODEL to one of those, or start vLLM with "
@@ -181,6 +186,7 @@ class VLLMBackend:
             return self._down(message)  # e.g. an adapter unloaded at run time
         parent = served[model].get("parent")
         base = served.get(parent, served[model]) if parent else served[model]
+        await self.lora.update(served, model)
         self.model = model
         self.info = ModelInfo(base=str(base.get("root") or base["id"]), adapter=model if parent else None,
                               device="vllm", quantization=None)
@@ -214,6 +220,12 @@ class VLLMBackend:
     def admits(self, count: int) -> bool:
         return self.settings.max_queue - len(self.in_flight) >= count
 
+    def adapters(self) -> dict[str, AdapterVersion]:
+        return self.lora.served()
+
+    async def install_adapter(self, files: AdapterFiles) -> AdapterVersion:
+        return await self.lora.install(files)
+
     def retry_after_s(self) -> int:
         return max(1, round(self.latency_s))
 
@@ -224,6 +236,7 @@ class VLLMBackend:
     async def close(self) -> None:
         if self._probe_task:
             self._probe_task.cancel()
+        self.lora.close()
         left = list(self.in_flight)
         for generation in left:
             if not generation.ended:
@@ -237,7 +250,9 @@ class VLLMBackend:
         start = time.perf_counter()
         try:
             call = self._stream if generation.stream else self._complete
-            result = await call(generation.request, self._payload(generation.request, generation.stream), generation)
+            model, version = self.lora.model_for(generation.request.adapter)
+            payload = self._payload(model, generation.request, generation.stream)
+            result = replace(await call(generation.request, payload, generation), adapter=version)
         except asyncio.CancelledError:
             raise  # the owner left; the closed connection has told vLLM to abort
         except Exception as exc:  # every failure reaches the owner as an APIError in the one shape
@@ -250,10 +265,10 @@ class VLLMBackend:
         self.metrics.generated_tokens.inc(result.completion_tokens)
         generation.finished(result)
 
-    def _payload(self, request: GenerationRequest, stream: bool) -> dict:
+    def _payload(self, model: str, request: GenerationRequest, stream: bool) -> dict:
         seed = request.seed if request.seed is not None else secrets.randbits(31)  # reported, so replayable
         payload = {
-            "model": self.model,
+            "model": model,
             "prompt": request.prompt,
             "add_special_tokens": False,  # the rendered prompt holds its ChatML tokens already
             "max_tokens": request.max_new_tokens,

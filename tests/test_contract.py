@@ -124,7 +124,7 @@ def test_fuzzed_requests_get_documented_answers_and_no_5xx(served):
                 statuses[response.status_code] += 1
 
             fuzz()
-    assert sum(sent.values()) >= 500 and len(sent) == 12, sent
+    assert sum(sent.values()) >= 500 and len(sent) == 14, sent
     assert statuses[200] >= 250, statuses  # most of them reached generation, not a refusal
 
 
@@ -357,7 +357,7 @@ def test_the_document_is_valid_openapi_3_1(served):
     doc = served.client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1") and [e.message for e in OPENAPI_31_VALIDATOR.iter_errors(doc)] == []
     operation_ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
-    assert len(set(operation_ids)) == len(operation_ids) == 12
+    assert len(set(operation_ids)) == len(operation_ids) == 14
     for ops in doc["paths"].values():
         for op in ops.values():
             for status, response in op["responses"].items():

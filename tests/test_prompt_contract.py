@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from app import prompts
-from app.engine import EngineLoadError, check_adapter_folder
+from app.adapters import AdapterError, check_adapter_folder
 from app.prompt_contract import CONTRACT_FILE, FORMAT_VERSION, prompt_format_sha256, read_contract
 from app.settings import Settings
 from conftest import REPO
@@ -98,8 +98,12 @@ def test_hash_changes_with_the_prompt_definition(monkeypatch, change):
 
 
 def _fake_adapter(folder, **contract):
+    import torch
+    from safetensors.torch import save_file
+
     folder.mkdir()
     (folder / "adapter_config.json").write_text("{}")
+    save_file({"x": torch.zeros(1)}, folder / "adapter_model.safetensors")
     if contract:
         (folder / CONTRACT_FILE).write_text(json.dumps(contract))
     return folder
@@ -108,7 +112,7 @@ def _fake_adapter(folder, **contract):
 def test_check_names_every_difference_with_both_values_and_the_fix(tmp_path):
     folder = _fake_adapter(tmp_path / "a", format_version=FORMAT_VERSION, prompt_format_sha256=prompt_format_sha256(),
                            context_token_budget=BUDGET, max_seq_length=2048)
-    with pytest.raises(EngineLoadError) as info:
+    with pytest.raises(AdapterError) as info:
         check_adapter_folder(Settings(adapter_path=folder, _env_file=None))
     message = str(info.value)
     assert f"context_token_budget is {BUDGET} in the adapter but 384 here" in message
@@ -121,10 +125,10 @@ def test_check_names_every_difference_with_both_values_and_the_fix(tmp_path):
 
 def test_an_unreadable_contract_is_an_error_not_a_missing_one(tmp_path):
     folder = _fake_adapter(tmp_path / "a", format_version=FORMAT_VERSION)
-    with pytest.raises(EngineLoadError, match=f"{CONTRACT_FILE} is not a valid prompt contract.*retrain"):
+    with pytest.raises(AdapterError, match=f"{CONTRACT_FILE} is not a valid prompt contract.*retrain"):
         check_adapter_folder(Settings(adapter_path=folder, _env_file=None))
     (folder / CONTRACT_FILE).write_text("{not json")
-    with pytest.raises(EngineLoadError, match="not a valid prompt contract"):
+    with pytest.raises(AdapterError, match="not a valid prompt contract"):
         check_adapter_folder(Settings(adapter_path=folder, _env_file=None))
 
 

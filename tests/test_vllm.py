@@ -296,6 +296,73 @@ def gateway_not_waiting(model_dir, brands_file, **settings):
         proc.wait(timeout=30)
 
 
+def test_named_adapters_and_rollout_through_vllms_runtime_lora_loading(vllm, models, brands, im_end, tmp_path):
+    """Names map to vLLM modules; a new version behind the adapter's symlink is loaded into vLLM as a
+    module of its own, probed, and called from then on; the module it replaces is unloaded after the
+    grace; a bad version never reaches vLLM; a plain folder is refused (vLLM re-reads it)."""
+    from test_adapters import version_of
+
+    store = {name: build_lora(models[0], tmp_path / "store" / name, seed=seed) for name, seed in (("b", 5), ("v2", 6))}
+    store["v1"] = shutil.copytree(models[1], tmp_path / "store" / "v1")  # what vLLM was started with, elsewhere
+    served = tmp_path / "served"
+    served.mkdir()
+
+    def point(link, target):  # an atomic symlink swap, as `ln -sfn` plus `mv -T`, or a Kubernetes volume
+        (served / "new").symlink_to(target)
+        (served / "new").replace(served / link)
+
+    point("current", store["v1"])
+    point("b", store["b"])
+    settings = gateway_settings(vllm.url, adapter_path=served / "current", adapters=f"b={served / 'b'}",
+                                vllm_unload_grace_s=1)
+    greedy = dict(CAPTION, temperature=0)
+    with running_app(models[0], brands, timeout=120, **settings) as (client, _):
+        def version(name):
+            return next(a for a in client.get("/adapters").json()["adapters"] if a["name"] == name)["version"]
+
+        def modules():
+            return {m["id"] for m in httpx.get(f"{vllm.url}/v1/models").json()["data"]}
+
+        poll(lambda: version("b") == version_of(store["b"]) and version("default") == version_of(store["v1"]), timeout=60)
+        prompt = prompt_of(client, greedy)
+        # the default is the folder vLLM was started with: recognised by its content, not loaded twice
+        for name, module in (("b", f"b-{version_of(store['b'])}"), (None, ADAPTER_NAME),
+                             ("none", BASE_NAME), (ADAPTER_NAME, ADAPTER_NAME)):
+            answer = caption(client, greedy | ({"adapter": name} if name else {}))
+            own = direct(vllm, prompt, im_end, model=module, temperature=0, max_tokens=24)["choices"][0]["text"]
+            assert answer["text"] == own.strip(), name
+        assert caption(client, greedy | {"adapter": "b"})["model"]["adapter_version"] == version_of(store["b"])
+
+        point("current", store["v2"])
+        poll(lambda: version("default") == version_of(store["v2"]), timeout=60)
+        answer = caption(client, greedy)
+        first = f"default-{version_of(store['v2'])}"
+        assert answer["model"]["adapter_version"] == version_of(store["v2"]) and answer["model"]["adapter"] == first
+        assert answer["text"] == direct(vllm, prompt, im_end, model=first, temperature=0,
+                                        max_tokens=24)["choices"][0]["text"].strip()
+        assert first in modules() and ADAPTER_NAME in modules()  # vLLM's own module is never unloaded
+
+        point("current", store["b"])  # a second rollout: the module of the first goes after the grace
+        poll(lambda: version("default") == version_of(store["b"]), timeout=60)
+        poll(lambda: first not in modules(), timeout=30)
+        assert caption(client, greedy)["text"] == caption(client, greedy | {"adapter": "b"})["text"]
+
+        broken = shutil.copytree(store["v2"], tmp_path / "broken")
+        (broken / "adapter_model.safetensors").unlink()
+        point("current", broken)
+        poll(lambda: client.get("/health").json()["status"] == "degraded", timeout=60)
+        assert caption(client, greedy)["model"]["adapter_version"] == version_of(store["b"])
+
+        (served / "current").unlink()
+        shutil.copytree(store["v2"], served / "current")  # a plain folder: refused, the link's version serves on
+        r = client.post("/admin/adapters/reload", params={"name": "default"})
+        assert r.status_code == 422 and "not a link" in r.json()["error"]["message"]
+        assert caption(client, greedy)["model"]["adapter_version"] == version_of(store["b"])
+        left = modules()
+    for module in left - {BASE_NAME, ADAPTER_NAME}:  # leave vLLM as the other tests expect it
+        httpx.post(f"{vllm.url}/v1/unload_lora_adapter", json={"lora_name": module})
+
+
 def test_vllm_down_is_a_503_and_not_ready_then_everything_recovers(gateway, vllm, models, brands):
     vllm.stop()
     r = gateway.post("/caption", json=CAPTION)

@@ -60,7 +60,9 @@ class VLLMServer:
             "--max-model-len", str(MAX_MODEL_LEN), "--host", "127.0.0.1", "--port", str(self.port),
             "--enable-lora", "--max-lora-rank", "16", "--lora-modules", f"{ADAPTER_NAME}={self.adapter_dir}",
         ]
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        # Runtime LoRA loading on, as the gateway's adapter rollout needs (README, "Scaling out").
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
         log = self.log_file.open("a")
         self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_file.parent)
         log.close()

@@ -125,3 +125,23 @@ def build_tiny_model(out_dir: Path, seed: int = 0, shape: str = "default") -> Pa
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_adapter(base_dir: Path, out_dir: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A LoRA for the tiny model with random (not zero) weights, so that each seed writes
+    differently, and the prompt contract training would write: a stand-in for a retrained adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from app.prompt_contract import current_contract, write_contract
+    from app.settings import Settings
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), config)
+    model.save_pretrained(out_dir)
+    defaults = Settings.model_fields
+    write_contract(Path(out_dir), current_contract(defaults["context_token_budget"].default,
+                                                   defaults["max_seq_length"].default))
+    return Path(out_dir)
