@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field
 
 from app.errors import APIError, ErrorDetail, error_body
 from app.platforms import PLATFORMS
-from app.schemas import REQUEST_MODELS, GenerateResponse, Task
+from app.batch_request import TaskName
+from app.schemas import GenerateResponse
+from app.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +31,18 @@ log = logging.getLogger(__name__)
 # place that frees, without spinning while single requests keep the queue full.
 FIRST_RETRY_S, LONGEST_RETRY_S = 0.02, 0.5
 
-# Each task's own input: the one required field besides the brand (context, message, objectives).
-INPUT_FIELD = {
-    task: next(name for name, field in model.model_fields.items() if field.is_required() and name != "brand")
-    for task, model in REQUEST_MODELS.items()
-}
-
-
 # --- the answer -------------------------------------------------------------------------
 # Here rather than in app/schemas.py: the error shape comes with FastAPI, which the training
 # code, a reader of the request models, does without.
 
 class BatchSuccess(GenerateResponse):
     index: int = Field(ge=0, description="The item's position in `items`.")
-    task: Task
+    task: TaskName
 
 
 class BatchFailure(BaseModel):
     index: int = Field(ge=0, description="The item's position in `items`.")
-    task: Task
+    task: TaskName
     status: int = Field(description="The status the item would have had alone: 404, 422, 429, 500, 503 or 504.")
     error: ErrorDetail = Field(description="The one error shape's `error`, as the item alone would have had it.")
 
@@ -71,7 +66,7 @@ def places_of(item) -> int:
 
 def request_of(item):
     """The item as its task's own request model, which the service knows."""
-    return REQUEST_MODELS[item.task].model_validate(item.model_dump(exclude={"task"}, exclude_unset=True))
+    return TASKS[item.task].request.model_validate(item.model_dump(exclude={"task"}, exclude_unset=True))
 
 
 def failure(index: int, task: str, error: APIError) -> dict:
@@ -170,7 +165,7 @@ def table(items: list[dict], results: list[dict]) -> list[dict]:
     """One flat row per result, for a spreadsheet: the item's input next to its answer or error."""
     rows = []
     for item, result in zip(items, results, strict=True):
-        given = item.get(INPUT_FIELD[item["task"]])
+        given = item.get(TASKS[item["task"]].main_field)
         checks = result.get("checks") or {}
         error = result.get("error") or {}
         rows.append({
@@ -206,7 +201,8 @@ def to_jsonl(results: list[dict]) -> str:
 
 # --- calendars --------------------------------------------------------------------------
 
-TASK_NAMES = {"caption": "caption", "adapt-voice": "adapt_voice", "adapt_voice": "adapt_voice", "brief": "brief"}
+# A calendar names a task as its route does (adapt-voice) or as its items do (adapt_voice).
+TASK_NAMES = {name: task.name for task in TASKS.values() for name in (task.name, task.route.strip("/"))}
 OPTIONAL_COLUMNS = ("platform", "tone", "audience")  # each sent to the tasks whose request has it
 
 
@@ -247,10 +243,11 @@ def read_calendar(data: bytes) -> list[CalendarRow]:
 def _item(number: int, cells: dict) -> dict:
     task = TASK_NAMES.get(cells["task"].lower())
     if task is None:
-        raise CalendarError(f"row {number}: task {cells['task']!r} is not one of caption, adapt-voice, brief")
+        raise CalendarError(f"row {number}: task {cells['task']!r} is not one of "
+                            f"{', '.join(t.route.strip('/') for t in TASKS.values())}")
     if not cells["brand"]:
         raise CalendarError(f"row {number}: the brand is empty")
-    field = INPUT_FIELD[task]
+    field = TASKS[task].main_field
     if not cells.get(field):
         raise CalendarError(f"row {number}: a {task.replace('_', '-')} needs its {field}, and that cell is "
                             f"{'empty' if field in cells else 'missing (no such column)'}")
@@ -258,7 +255,7 @@ def _item(number: int, cells: dict) -> dict:
     if field == "objectives":  # one per line of the cell, or separated by ";"
         given = [part.strip() for line in given.splitlines() for part in line.split(";") if part.strip()]
     item = {"task": task, "brand": cells["brand"], field: given}
-    model_fields = REQUEST_MODELS[task].model_fields
+    model_fields = TASKS[task].request.model_fields
     for column in OPTIONAL_COLUMNS:
         if cells.get(column) and column in model_fields:
             item[column] = cells[column]

@@ -10,23 +10,15 @@ from dataclasses import dataclass
 from app.brand_schema import Brand
 from app.prompts import BrandContext, build_messages
 from app.retrieval import BrandRetriever
+from app.tasks import task_named
 
 # Request-model fields that steer generation rather than describe the copy.
-CONTROL_FIELDS = {"brand", "max_new_tokens", "temperature", "top_p", "seed", "attempts", "dry_run"}
+CONTROL_FIELDS = {"brand", "max_new_tokens", "temperature", "top_p", "seed", "attempts", "dry_run", "stream", "adapter"}
 
 
 def request_fields(req) -> dict:
     """The request's own fields (context, platform, ...), as the prompt and the dataset name them."""
     return {k: v for k, v in req.model_dump().items() if k not in CONTROL_FIELDS}
-
-
-def retrieval_query(task: str, fields: dict) -> str:
-    """The request text that ranks a brand's products and example posts."""
-    if task == "caption":
-        return " ".join(filter(None, [fields.get("context"), fields.get("tone")]))
-    if task == "adapt_voice":
-        return fields.get("message") or ""
-    return " ".join([*fields.get("objectives", []), fields.get("audience") or ""])
 
 
 @dataclass(frozen=True)
@@ -49,6 +41,6 @@ def compose(
     """Messages for one request; `with_context=False` gives the no-retrieval ablation."""
     context, used = None, 0
     if with_context:
-        context, used = retriever.context(brand, retrieval_query(task, fields), count_tokens, budget)
+        context, used = retriever.context(brand, task_named(task).query(fields), count_tokens, budget)
     messages = build_messages(task, brand.name, fields, context, special_tokens)
     return Composed(messages, context, used)

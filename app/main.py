@@ -22,7 +22,7 @@ from app.health import health_report
 from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.prompter import Prompter
-from app.routes import api, ops
+from app.routes import api, generation_routes, ops
 from app.service import DirectorService
 from app.settings import Settings, get_settings
 from app.studio import install_studio
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     install_error_handlers(app)
     install_docs(app)
     install_studio(app)
+    app.include_router(generation_routes())
     app.include_router(api)
     app.include_router(ops)
 

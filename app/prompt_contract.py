@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app import prompts
+from app import prompts, tasks
 from app.brand_schema import Brand, Product
 
 FORMAT_VERSION = 1  # of the hashing scheme above, not of the prompt itself
@@ -95,7 +95,7 @@ def canonical_messages() -> dict[str, list[list[dict[str, str]]]]:
     return {
         task: [prompts.build_messages(task, brand.name, _CANONICAL_FIELDS, ctx, _CANONICAL_SPECIAL_TOKENS)
                for ctx in (context, None)]
-        for task in prompts.TASKS
+        for task in tasks.TASKS
     }
 
 
@@ -104,8 +104,8 @@ def prompt_format_sha256() -> str:
     spec = {
         "format_version": FORMAT_VERSION,
         "system_prompt": prompts.SYSTEM_PROMPT,
-        "tasks": {task: {"instruction": prompts.INSTRUCTIONS[task], "request_fields": prompts.REQUEST_FIELDS[task]}
-                  for task in prompts.TASKS},
+        "tasks": {task.name: {"instruction": task.instruction, "request_fields": task.fields}
+                  for task in tasks.TASKS.values()},
         "block_header": prompts.BLOCK_HEADER,
         "section_headers": prompts.SECTION_HEADERS,
         "rendered": canonical_messages(),

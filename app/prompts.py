@@ -4,7 +4,8 @@ Pure Python on purpose (no torch): `training/` imports the very same functions, 
 adapter is trained on exactly the prompt the service sends. A request becomes:
 
     system:    SYSTEM_PROMPT
-    user:      task instruction, the brand-context block, the request block
+    user:      the task's instruction, the brand-context block, the request block
+               (each task's instruction and request fields are in app/tasks.py)
     assistant: (generated; in training, the reference output)
 
 Every untrusted string (request fields, brands.json values) goes through `neutralize`
@@ -17,32 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.brand_schema import Brand, Product
+from app.tasks import task_named
 
 SYSTEM_PROMPT = "You are an AI Director for marketing content creation."
-
-TASKS = ("caption", "adapt_voice", "brief")
-
-INSTRUCTIONS = {
-    "caption": (
-        "Write one social media caption in Thai for the brand below. Follow the brand's tone, "
-        "emoji and hashtags, mention the brand by name, and use only the facts given here."
-    ),
-    "adapt_voice": (
-        "Rewrite the message below in Thai in the brand's voice. Keep every fact (offers, numbers, "
-        "dates) unchanged and use the brand's tone, emoji and hashtags."
-    ),
-    "brief": (
-        "Write a campaign brief in Thai for the brand below: campaign name, objectives, target "
-        "audience, key message, content ideas, channels, KPIs and hashtags."
-    ),
-}
-
-# (request field, label) in the order they appear in the request block.
-REQUEST_FIELDS = {
-    "caption": (("context", "Occasion"), ("platform", "Platform"), ("tone", "Tone")),
-    "adapt_voice": (("message", "Message"), ("platform", "Platform"), ("tone", "Tone")),
-    "brief": (("objectives", "Objectives"), ("audience", "Audience"), ("platform", "Platform")),
-}
 
 # Qwen's control tokens all look like <|name|>; breaking the "<|" / "|>" pairs covers every
 # one of them, including tokens a future tokenizer adds, without a list.
@@ -140,7 +118,7 @@ def _field_text(value: Any) -> str:
 def request_block(task: str, brand_name: str, fields: Mapping[str, Any], special_tokens: Iterable[str] = ()) -> str:
     """The request block: the brand's name plus the request's own fields, in a fixed order."""
     lines = ["### Request", f"Brand: {brand_name}"]
-    for key, label in REQUEST_FIELDS[task]:
+    for key, label in task_named(task).fields:
         # Stripped: a request keeps the edge spaces of `tone` or `audience`, a training record
         # drops them, and the two must give the same prompt.
         text = _field_text(fields.get(key) or "").strip()
@@ -157,10 +135,8 @@ def build_messages(
     special_tokens: Iterable[str] = (),
 ) -> list[dict[str, str]]:
     """System + user messages for one request. `context=None` leaves the brand block out."""
-    if task not in INSTRUCTIONS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     special_tokens = tuple(special_tokens)
-    parts = [INSTRUCTIONS[task]]
+    parts = [task_named(task).instruction]
     if context is not None:
         parts.append(brand_block(context, special_tokens))
     parts.append(request_block(task, neutralize(brand_name, special_tokens), fields, special_tokens))

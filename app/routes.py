@@ -13,11 +13,13 @@ from app.auth import has_valid_key, optional_api_key, require_api_key
 from app.batch import BatchResponse, negotiate, table, to_csv, to_jsonl
 from app.errors import APIError, error_body, error_responses
 from app.health import Health, adapters_out
+from app.batch_request import BatchRequest
 from app.schemas import (
-    AdaptersResponse, AdaptVoiceRequest, BatchRequest, BrandResponse, BrandsResponse, BriefRequest, CaptionRequest, CheckRequest,
+    AdaptersResponse, BrandResponse, BrandsResponse, CheckRequest,
     CheckResponse, GenerateResponse, ReadyResponse,
 )
 from app.service import DirectorService
+from app.tasks import TASKS, Task
 
 
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
@@ -98,27 +100,21 @@ GENERATED = {200: {"description": "The copy, as JSON, or as server-sent events w
                    "content": {"text/event-stream": EVENT_STREAM}}} | GENERATION_ERRORS
 
 
-def generation(path: str):
-    """The route decorator shared by the three generation endpoints."""
-    return api.post(path, response_model=GenerateResponse, response_model_exclude_unset=True, responses=GENERATED)
+def generation_routes() -> APIRouter:
+    """One POST route per task (app/tasks.py), as the registry is when the app is built."""
+    router = APIRouter(dependencies=[Depends(require_api_key)], generate_unique_id_function=operation_id)
+    for task in TASKS.values():
+        router.add_api_route(task.route, _endpoint(task), methods=["POST"], name=task.name, response_model=GenerateResponse,
+                             response_model_exclude_unset=True, responses=GENERATED)
+    return router
 
 
-@generation("/caption")
-async def caption(body: CaptionRequest, service: ServiceDep, request: Request):
-    """A social caption for a brand and an occasion."""
-    return await answer(request, service, body)
+def _endpoint(task: Task):
+    async def endpoint(body: task.request, service: ServiceDep, request: Request):
+        return await answer(request, service, body)
 
-
-@generation("/adapt-voice")
-async def adapt_voice(body: AdaptVoiceRequest, service: ServiceDep, request: Request):
-    """A generic message rewritten in a brand's voice."""
-    return await answer(request, service, body)
-
-
-@generation("/brief")
-async def brief(body: BriefRequest, service: ServiceDep, request: Request):
-    """A campaign brief for a brand and its objectives."""
-    return await answer(request, service, body)
+    endpoint.__doc__ = task.summary
+    return endpoint
 
 
 # 404, 504 and the like are an item's own result; the batch as a whole fails only when it is

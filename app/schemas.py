@@ -2,10 +2,9 @@
 
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.brand_schema import Brand
 from app.checks import CheckReport
@@ -67,7 +66,9 @@ def _document(example: dict):
     return extra
 
 
-class _Request(BaseModel):
+class TaskRequest(BaseModel):
+    """What every task's request holds: the brand and the generation fields; each task adds its own."""
+
     model_config = ConfigDict(extra="forbid")
 
     brand: str = Field(min_length=1, max_length=200, description="Brand name or alias, Thai or Latin.",
@@ -98,7 +99,7 @@ class _Request(BaseModel):
         return v
 
 
-class CaptionRequest(_Request):
+class CaptionRequest(TaskRequest):
     model_config = ConfigDict(json_schema_extra=_document({
         "brand": "CoffeeLab", "context": "เปิดตัวเมนูใหม่ Cold Brew Honey Yuzu ต้อนรับหน้าร้อน",
         "platform": "instagram", "tone": "สดใส เป็นกันเอง",
@@ -115,7 +116,7 @@ class CaptionRequest(_Request):
         return _has_words(v, "context")
 
 
-class AdaptVoiceRequest(_Request):
+class AdaptVoiceRequest(TaskRequest):
     model_config = ConfigDict(json_schema_extra=_document({
         "brand": "GlowLab", "message": "ลดราคา 20% ทุกรายการ ถึงสิ้นเดือนนี้ สั่งซื้อได้ทางเว็บไซต์", "platform": "facebook",
     }))
@@ -141,7 +142,7 @@ def _one_or_many(schema: dict) -> None:
     schema["anyOf"] = [many, item]
 
 
-class BriefRequest(_Request):
+class BriefRequest(TaskRequest):
     model_config = ConfigDict(json_schema_extra=_document({
         "brand": "ครัวคุณยาย", "objectives": ["เพิ่มยอดสั่งกลับบ้านช่วงสงกรานต์", "ให้คนรู้จักแกงเขียวหวานไก่บ้านสูตรดั้งเดิม"],
         "audience": "ครอบครัวคนทำงานในกรุงเทพฯ", "platform": "line",
@@ -164,84 +165,6 @@ class BriefRequest(_Request):
             if len(item) > OBJECTIVE_MAX:
                 raise ValueError("each objective must be at most 300 characters")
         return [_has_words(item, "objective") for item in v]
-
-
-REQUEST_MODELS = {"caption": CaptionRequest, "adapt_voice": AdaptVoiceRequest, "brief": BriefRequest}
-
-
-class _BatchItem(BaseModel):
-    """What a batch item changes in its task's request: it never streams."""
-
-    stream: Literal[False] = Field(False, description="Always false: a batch answers once, with every result.")
-
-    @field_validator("stream", mode="before")
-    @classmethod
-    def _no_stream(cls, v):
-        if v is not False:  # strictly: the document says `const: false`, and 0 or "no" are not that
-            raise ValueError("a batch does not stream; leave `stream` out of its items, or send the item alone")
-        return v
-
-
-# Each item is its task's request plus `task`; json_schema_extra=None drops the single request's example.
-class CaptionItem(_BatchItem, CaptionRequest):
-    model_config = ConfigDict(json_schema_extra=None)
-
-    task: Literal["caption"] = Field(description="What to write: a caption here (the /caption request's fields).")
-
-
-class AdaptVoiceItem(_BatchItem, AdaptVoiceRequest):
-    model_config = ConfigDict(json_schema_extra=None)
-
-    task: Literal["adapt_voice"] = Field(description="A rewrite in the brand's voice (the /adapt-voice fields).")
-
-
-class BriefItem(_BatchItem, BriefRequest):
-    model_config = ConfigDict(json_schema_extra=None)
-
-    task: Literal["brief"] = Field(description="A campaign brief (the /brief request's fields).")
-
-
-BatchItem = Annotated[CaptionItem | AdaptVoiceItem | BriefItem, Field(discriminator="task")]
-Task = Literal["caption", "adapt_voice", "brief"]
-
-
-def _item_error(error: dict) -> InitErrorDetails:
-    """An item's validation error located as `items[3].context`, without pydantic's union tag."""
-    loc = tuple(error["loc"])
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if len(loc) >= 2 and loc[1] in REQUEST_MODELS:  # (3, "caption", "context") -> (3, "context")
-        loc = (loc[0], *loc[2:])
-    if kind == "union_tag_invalid":
-        kind = PydanticCustomError("invalid_task", "task must be one of {tasks}, not {tag}",
-                                   {"tasks": ", ".join(REQUEST_MODELS), "tag": repr(ctx.get("tag"))})
-        loc, ctx = (*loc[:1], "task"), {}
-    elif kind == "union_tag_not_found":
-        kind, loc, ctx = "missing", (*loc[:1], "task"), {}
-    return InitErrorDetails(type=kind, loc=loc, input=error["input"], ctx=ctx)
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [
-        {"task": "caption", "brand": "CoffeeLab", "context": "เปิดตัวเมนูใหม่ Cold Brew Honey Yuzu ต้อนรับหน้าร้อน",
-         "platform": "instagram"},
-        {"task": "adapt_voice", "brand": "GlowLab", "message": "ลดราคา 20% ทุกรายการ ถึงสิ้นเดือนนี้",
-         "platform": "facebook"},
-        {"task": "brief", "brand": "ครัวคุณยาย", "objectives": ["เพิ่มยอดสั่งกลับบ้านช่วงสงกรานต์"],
-         "platform": "line"},
-    ]}]})
-
-    # No maxItems in the document: the limit is a setting, checked by the service (a 422 naming it).
-    items: list[BatchItem] = Field(
-        min_length=1, description="Up to AI_DIRECTOR_MAX_BATCH_ITEMS items (200 unless the server sets it), each "
-                                  "`task` plus that task's request fields; answered in the same order.")
-
-    @field_validator("items", mode="wrap")
-    @classmethod
-    def _items_by_index(cls, v, handler):
-        try:
-            return handler(v)
-        except ValidationError as exc:
-            raise ValidationError.from_exception_data(exc.title, [_item_error(e) for e in exc.errors()]) from None
 
 
 class CheckRequest(BaseModel):

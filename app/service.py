@@ -22,15 +22,13 @@ from app.metrics import Metrics
 from app.prompter import Prompter
 from app.prompts import BrandContext, profile_lines
 from app.schemas import (
-    REQUEST_MODELS, BrandResponse, BrandsResponse, BrandSummary, Candidate, CheckRequest, CheckResponse,
+    BrandResponse, BrandsResponse, BrandSummary, Candidate, CheckRequest, CheckResponse,
     GenerateResponse,
 )
 from app.settings import Settings
+from app.tasks import task_of
 
 log = logging.getLogger(__name__)
-
-TASK_OF = {model: task for task, model in REQUEST_MODELS.items()}
-
 
 @dataclass(frozen=True)
 class Prepared:
@@ -78,14 +76,14 @@ class DirectorService:
         return match
 
     def prepare(self, req) -> Prepared:
-        task = TASK_OF[type(req)]
+        task = task_of(req)
         snapshot = self._snapshot()
         match = self.resolve(snapshot, req.brand)
         prompter = self.prompter
         if prompter is None:
             raise APIError(503, "not_ready", "the tokenizer is still loading; retry shortly", headers={"Retry-After": "2"})
         composed = compose(
-            task, match.brand, request_fields(req), snapshot.retriever, prompter.count_tokens,
+            task.name, match.brand, request_fields(req), snapshot.retriever, prompter.count_tokens,
             prompter.special_tokens, self.settings.context_token_budget,
         )
         prompt = prompter.render(composed.messages)
@@ -107,11 +105,11 @@ class DirectorService:
                 422, "prompt_too_long",
                 f"the prompt is {prompt_tokens} tokens, leaving no room for an answer within max_seq_length "
                 f"{self.settings.max_seq_length}; shorten the request text",
-                param={"caption": "context", "adapt_voice": "message", "brief": "objectives"}[task],
+                param=task.main_field,
             )
         wanted = min(req.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
         return Prepared(
-            task, snapshot, match, composed.context, composed.context_tokens, composed.messages, prompt,
+            task.name, snapshot, match, composed.context, composed.context_tokens, composed.messages, prompt,
             prompt_tokens, min(wanted, room), prompt_ids,
         )
 
@@ -174,7 +172,8 @@ class DirectorService:
     def _answer(self, p: Prepared, req, results: list[GenerationResult]) -> dict:
         """The generated part of the body: the first on-brand candidate, else the best scored."""
         leaks = p.snapshot.leaks
-        reports = [check_text(r.text, p.match.brand, req.platform, leaks) for r in results]
+        platform = getattr(req, "platform", None)  # a task may have no platform field
+        reports = [check_text(r.text, p.match.brand, platform, leaks) for r in results]
         chosen = next((i for i, rep in enumerate(reports) if rep.on_brand), None)
         if chosen is None:
             chosen = max(range(len(reports)), key=lambda i: reports[i].score)

@@ -21,7 +21,7 @@ import pytest
 
 from app.batch import run_batch, window
 from app.errors import APIError
-from app.schemas import BatchRequest
+from app.batch_request import BatchRequest
 from app.settings import Settings
 from conftest import REPO
 from fakes import FakeEngine

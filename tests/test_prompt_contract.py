@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -12,6 +13,7 @@ from app import prompts
 from app.adapters import AdapterError, check_adapter_folder
 from app.prompt_contract import CONTRACT_FILE, FORMAT_VERSION, prompt_format_sha256, read_contract
 from app.settings import Settings
+from app.tasks import TASKS
 from conftest import REPO
 from test_server import free_port, is_ready, poll, run_app, server_env
 from training import evaluate
@@ -73,6 +75,10 @@ def test_hash_is_the_same_in_every_process():
     assert hashes == {prompt_format_sha256()}
 
 
+def _edit_task(mp, name, **changes):
+    mp.setitem(TASKS, name, replace(TASKS[name], **changes))
+
+
 def _wrap(name, edit):
     original = getattr(prompts, name)
     return lambda *args: edit(original(*args))
@@ -80,10 +86,9 @@ def _wrap(name, edit):
 
 @pytest.mark.parametrize("change", [
     lambda mp: mp.setattr(prompts, "SYSTEM_PROMPT", prompts.SYSTEM_PROMPT + " Be brief."),
-    lambda mp: mp.setitem(prompts.INSTRUCTIONS, "brief", prompts.INSTRUCTIONS["brief"].replace("KPIs", "goals")),
-    lambda mp: mp.setitem(prompts.REQUEST_FIELDS, "caption",
-                          (("context", "Occasion"), ("platform", "Channel"), ("tone", "Tone"))),  # a label
-    lambda mp: mp.setitem(prompts.REQUEST_FIELDS, "brief", tuple(reversed(prompts.REQUEST_FIELDS["brief"]))),  # order
+    lambda mp: _edit_task(mp, "brief", instruction=TASKS["brief"].instruction.replace("KPIs", "goals")),
+    lambda mp: _edit_task(mp, "caption", fields=(("context", "Occasion"), ("platform", "Channel"), ("tone", "Tone"))),
+    lambda mp: _edit_task(mp, "brief", fields=tuple(reversed(TASKS["brief"].fields))),  # order
     lambda mp: mp.setattr(prompts, "BLOCK_HEADER", "## Brand"),
     lambda mp: mp.setattr(prompts, "item_line", lambda kind, text: "* " + text),  # layout inside the block
     lambda mp: mp.setattr(prompts, "profile_lines",

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from app.brand_store import BrandStore
-from app.composer import retrieval_query
 from app.prompter import Prompter
 from app.prompts import brand_block
+from app.tasks import task_named
 from conftest import REPO
 
 
@@ -24,7 +24,7 @@ def test_same_items_as_the_exact_fit_for_every_request_in_the_data(setup):
     snapshot, records, prompter = setup
     by_name = {b.name: b for b in snapshot.brands}
     retriever, compared = snapshot.retriever, 0
-    cases = [(by_name[r["brand"]], retrieval_query(r["task"], r)) for r in records if r.get("brand") in by_name]
+    cases = [(by_name[r["brand"]], task_named(r["task"]).query(r)) for r in records if r.get("brand") in by_name]
     cases += [(brand, query) for brand in snapshot.brands for query in ("", "เปิดตัวสินค้าใหม่", "launch sale")]
     for brand, query in cases:
         for budget in (96, 200, 384):

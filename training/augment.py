@@ -64,6 +64,7 @@ def augment(data_dir: Path, brand_names: set[str], seed: int = SEED, per_brand: 
 def main(data_dir: Path = DATA_DIR, brands_path: Path = Path("brands/brands.json"), out: Path | None = None,
          seed: int = SEED) -> Path:
     from app.brand_store import parse_brands, read_brands_file
+    from app.tasks import TASKS
 
     brands = parse_brands(read_brands_file(brands_path), str(brands_path)).brands
     records = augment(data_dir, {n for b in brands for n in b.all_names}, seed)
@@ -72,8 +73,8 @@ def main(data_dir: Path = DATA_DIR, brands_path: Path = Path("brands/brands.json
     counts = Counter((r.brand, r.task) for r in records)
     brands_in = sorted({r.brand for r in records}, key=lambda b: -sum(v for (bb, _), v in counts.items() if bb == b))
     print(f"wrote {out}: {len(records)} samples from {len(brands_in)} brands (seed {seed})")
-    print(f"{'brand':<14}{'caption':>8}{'adapt':>7}{'brief':>7}{'total':>7}")
+    print(f"{'brand':<14}" + "".join(f"{name:>12}" for name in TASKS) + f"{'total':>7}")
     for brand in brands_in:
-        row = [counts[(brand, t)] for t in ("caption", "adapt_voice", "brief")]
-        print(f"{brand:<14}{row[0]:>8}{row[1]:>7}{row[2]:>7}{sum(row):>7}")
+        row = [counts[(brand, name)] for name in TASKS]
+        print(f"{brand:<14}" + "".join(f"{n:>12}" for n in row) + f"{sum(row):>7}")
     return out

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from app.brand_store import BrandSnapshot, BrandStore
 from app.composer import compose, request_fields
 from app.prompts import SYSTEM_PROMPT, neutralize, render_conversation, render_prompt, special_tokens_of
-from app.schemas import REQUEST_MODELS
+from app.tasks import TASKS
 from training.model import IGNORE
 from training.records import DatasetError, Record
 
@@ -46,7 +46,7 @@ class Formatter:
                 f"{where}: brand {record.brand!r} is not in brands.json; add it there (retrieval needs its facts)"
             )
         try:
-            request = REQUEST_MODELS[record.task](brand=record.brand, **record.request_fields())
+            request = TASKS[record.task].request(brand=record.brand, **record.request_fields())
         except ValidationError as exc:
             err = exc.errors()[0]
             raise DatasetError(f"{where}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from exc

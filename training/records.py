@@ -3,9 +3,9 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from app.tasks import TASKS, request_field_names
 
 
 class DatasetError(ValueError):
@@ -13,13 +13,15 @@ class DatasetError(ValueError):
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Extra keys are kept, then checked against the fields the tasks' prompts show (app/tasks.py):
+    # a task added there brings its fields to the dataset without a change here.
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
     instruction: str = Field(min_length=1)
     input: str = ""
     output: str = Field(min_length=1)
     # RAG-aware records name the task and brand; a plain Alpaca record leaves them out.
-    task: Literal["caption", "adapt_voice", "brief"] | None = None
+    task: str | None = None
     brand: str | None = None
     context: str | None = None
     message: str | None = None
@@ -28,9 +30,19 @@ class Record(BaseModel):
     platform: str | None = None
     tone: str | None = None
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str | None) -> str | None:
+        if v is not None and v not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}")
+        return v
+
+    def unknown_fields(self) -> list[str]:
+        return [k for k in self.model_extra or {} if k not in request_field_names()]
+
     def request_fields(self) -> dict:
-        keys = ("context", "message", "objectives", "audience", "platform", "tone")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        values = self.model_dump()
+        return {k: values[k] for k in request_field_names() if values.get(k) is not None}
 
 
 def load_records(path: Path) -> list[Record]:
@@ -57,6 +69,8 @@ def load_records(path: Path) -> list[Record]:
             if err["type"] == "extra_forbidden":
                 what = "is not a known field (misspelt?)"
             raise DatasetError(f"{path}:{lineno}: field '{field}' {what}") from exc
+        if unknown := record.unknown_fields():
+            raise DatasetError(f"{path}:{lineno}: field '{unknown[0]}' is not a known field (misspelt?)")
         if (record.task is None) != (record.brand is None):
             raise DatasetError(f"{path}:{lineno}: 'task' and 'brand' go together; give both or neither")
         records.append(record)

@@ -31,9 +31,10 @@ def qwen_chat_template() -> str:
 
 def corpus_lines(root: Path = REPO_ROOT) -> list[str]:
     """The project's own Thai and English text: brands, datasets and prompt wording."""
-    from app.prompts import INSTRUCTIONS, SYSTEM_PROMPT
+    from app.prompts import SYSTEM_PROMPT
+    from app.tasks import TASKS
 
-    lines = list(SEED_TEXT) + [SYSTEM_PROMPT, *INSTRUCTIONS.values()]
+    lines = list(SEED_TEXT) + [SYSTEM_PROMPT, *(task.instruction for task in TASKS.values())]
     brands_file = root / "brands" / "brands.json"
     if brands_file.is_file():
         lines += _strings(json.loads(brands_file.read_text(encoding="utf-8")))
