@@ -203,7 +203,7 @@ def to_jsonl(results: list[dict]) -> str:
 
 # A calendar names a task as its route does (adapt-voice) or as its items do (adapt_voice).
 TASK_NAMES = {name: task.name for task in TASKS.values() for name in (task.name, task.route.strip("/"))}
-OPTIONAL_COLUMNS = ("platform", "tone", "audience")  # each sent to the tasks whose request has it
+OPTIONAL_COLUMNS = ("platform", "tone", "audience", "adapter")  # each sent to the tasks whose request has it
 
 
 class CalendarError(ValueError):

@@ -216,13 +216,14 @@ def generation_options(command):
         click.option("--temperature", type=click.FloatRange(0, 2), help="0 = greedy; default from the model."),
         click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Nucleus sampling mass."),
         click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Same seed + same input = same output."),
+        click.option("--adapter", help="A served adapter's name (GET /adapters), or `none` for the base model."),
     ]):
         command = option(command)
     return command
 
 
 def sampling(kwargs: dict) -> dict:
-    return {k: kwargs[k] for k in ("max_new_tokens", "temperature", "top_p", "seed")}
+    return {k: kwargs[k] for k in ("max_new_tokens", "temperature", "top_p", "seed", "adapter")}
 
 
 class ServeCommand(click.Command):

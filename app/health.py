@@ -65,9 +65,10 @@ class Health(BaseModel):
     vllm: VLLMHealth | None = Field(None, description="With AI_DIRECTOR_ENGINE=vllm only.")
 
 
-def adapters_out(rollout: AdapterRollout) -> list[AdapterOut]:
-    """Each adapter as served, with the reason its folder on disk is not, while it is not."""
-    return [
+def adapters_out(rollout: AdapterRollout, backend) -> list[AdapterOut]:
+    """Each adapter a request can name, with the reason its folder on disk is not served, while
+    it is not: the configured ones, then any other the backend serves (vLLM's own modules)."""
+    listed = [
         AdapterOut(
             name=state.name, path=str(state.path),
             version=state.served.version if state.served else None,
@@ -76,6 +77,9 @@ def adapters_out(rollout: AdapterRollout) -> list[AdapterOut]:
         )
         for state in rollout.states.values()
     ]
+    others = {} if backend is None else {n: v for n, v in backend.adapters().items() if n not in rollout.states}
+    return listed + [AdapterOut(name=name, path=v.path, version=v.version, loaded_at=utc(v.loaded_at),
+                                last_reload_error=None) for name, v in others.items()]
 
 
 def health_report(app: FastAPI) -> Health:
@@ -96,7 +100,7 @@ def health_report(app: FastAPI) -> Health:
             loaded=backend is not None,
             base=settings.base_model,
             adapter=str(settings.adapter_path) if settings.adapter_path else None,
-            adapters=adapters_out(rollout) if rollout else [],
+            adapters=adapters_out(rollout, backend) if rollout else [],
             device=backend.info.device if backend else None,
             quantization=backend.info.quantization if backend else None,
             load_error=app.state.load_error,

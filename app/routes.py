@@ -174,9 +174,10 @@ async def get_brand(name: BrandName, service: ServiceDep):
 
 
 @api.get("/adapters", response_model=AdaptersResponse, responses=error_responses(401, 431, 500))
-async def adapters(request: Request):
+async def adapters(request: Request, service: ServiceDep):
     """The adapters served, by the name a request's `adapter` field gives, with their versions."""
-    return AdaptersResponse(base=request.app.state.settings.base_model, adapters=adapters_out(request.app.state.adapters))
+    return AdaptersResponse(base=request.app.state.settings.base_model,
+                            adapters=adapters_out(request.app.state.adapters, service.backend))
 
 
 AdapterName = Annotated[str | None, Query(description="Reload this adapter only; default: every one.")]
@@ -198,7 +199,7 @@ async def reload_adapters(request: Request, service: ServiceDep, name: AdapterNa
     failed = [s for s in states if s.error]
     if failed:
         raise APIError(422, "adapter_invalid", "; ".join(f"{s.name}: {s.error.message}" for s in failed))
-    return AdaptersResponse(base=request.app.state.settings.base_model, adapters=adapters_out(rollout))
+    return AdaptersResponse(base=request.app.state.settings.base_model, adapters=adapters_out(rollout, service.backend))
 
 
 # The key is optional here: without it (when one is set) /health answers status and ready only.

@@ -498,3 +498,12 @@ def test_a_chunk_the_server_refuses_names_its_row_and_keeps_the_rows_before(serv
     assert "the results of the 20 rows before are written to out.csv" in stderr
     out = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8-sig"), newline="")))
     assert [r["date"] for r in out] == [r["date"] for r in rows[:20]]
+
+
+def test_a_calendar_row_may_pick_an_adapter():
+    from app.batch import read_calendar
+
+    calendar = "brand,task,context,platform,adapter\nCoffeeLab,caption,เปิดตัว,Instagram,agency-a\n"
+    [row] = read_calendar(calendar.encode())
+    assert row.item == {"task": "caption", "brand": "CoffeeLab", "context": "เปิดตัว", "platform": "instagram",
+                        "adapter": "agency-a"}

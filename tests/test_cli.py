@@ -330,6 +330,13 @@ def test_a_request_the_server_refuses_shows_its_field(server):
     assert "(invalid_request, HTTP 422)" in text(result.stderr) and "param: context" in text(result.stderr)
 
 
+def test_adapter_option_is_sent_and_an_unknown_one_named(server):
+    _, url, _ = server
+    result = ai_director("caption", "TechZone", "เปิดตัว", "--adapter", "agency-z", url=url, check_status=1)
+    assert "(adapter_not_found, HTTP 404)" in text(result.stderr) and "param: adapter" in text(result.stderr)
+    assert ai_director("caption", "TechZone", "เปิดตัว", "--adapter", "none", url=url).returncode == 0
+
+
 def test_api_key_from_the_option_or_the_environment(brands_file, tiny_tokenizer):
     engine = FakeEngine(tiny_tokenizer, reply=THAI_REPLY)
     with serving_in_thread(fake_app(brands_file, tiny_tokenizer, engine, api_key="right-key")) as (_, port):

@@ -180,6 +180,7 @@ def test_a_caption_streams_in_with_its_checks(studio, open_page, shots):
     assert response.headers["content-type"].startswith("text/event-stream")
 
     assert int(page.get_attribute("#generate-text", "data-deltas")) >= 1  # written as it streamed in
+    assert page.is_hidden("#adapter-field") and "adapter" not in response.request.post_data_json  # no choice here
     page.click("#copy-button")
     text = page.evaluate("navigator.clipboard.readText()")  # Copy gives the copy exactly as generated
     assert text.strip() and unicodedata.normalize("NFC", text).strip() == page.inner_text("#generate-text").strip()
@@ -359,3 +360,26 @@ def test_usable_at_phone_width(studio, open_page, shots):
         assert overflow[0] <= overflow[1], f"{tab}: the page scrolls sideways ({overflow})"
     page.click("#tab-generate")
     snap(page, shots, "phone")
+
+
+def test_a_style_adapter_is_picked_by_name(tiny_model_dir, tmp_path_factory, open_page, shots):
+    """A server with a named adapter (one style per agency) offers it; the pick is sent as `adapter`."""
+    from training.tiny_model import build_tiny_adapter
+
+    skip_without_browser()
+    adapter = build_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("studio-adapters") / "agency-a", seed=1)
+    with running_app(tiny_model_dir, _brands_copy(tmp_path_factory), max_new_tokens=24,
+                     adapters=f"agency-a={adapter}") as (_, port):
+        base = f"http://127.0.0.1:{port}"
+        page = open_page(base + "/studio")
+        page.wait_for_selector("#adapter-field:not([hidden])")
+        options = page.eval_on_selector_all("#adapter-select option", "os => os.map(o => o.value)")
+        assert options == ["", "agency-a", "none"]  # the default, the named one, the base model alone
+        pick(page, "TechZone", "TechZone")
+        page.fill("textarea[name=context]", "เปิดตัวเมาส์เกมมิ่ง")
+        page.select_option("#adapter-select", "agency-a")
+        with page.expect_response(lambda r: r.url == base + "/caption") as answered:
+            page.click("#generate-button")
+        page.wait_for_selector("#generate-checks .verdict")
+        assert answered.value.request.post_data_json["adapter"] == "agency-a"
+        snap(page, shots, "generate-adapter")

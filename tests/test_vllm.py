@@ -324,6 +324,8 @@ def test_named_adapters_and_rollout_through_vllms_runtime_lora_loading(vllm, mod
             return {m["id"] for m in httpx.get(f"{vllm.url}/v1/models").json()["data"]}
 
         poll(lambda: version("b") == version_of(store["b"]) and version("default") == version_of(store["v1"]), timeout=60)
+        names = [a["name"] for a in client.get("/adapters").json()["adapters"]]
+        assert names[:2] == ["default", "b"] and ADAPTER_NAME in names  # vLLM's own modules are names too
         prompt = prompt_of(client, greedy)
         # the default is the folder vLLM was started with: recognised by its content, not loaded twice
         for name, module in (("b", f"b-{version_of(store['b'])}"), (None, ADAPTER_NAME),

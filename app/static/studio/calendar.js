@@ -22,7 +22,10 @@ const table = document.getElementById("calendar-table");
 // As app/batch.py reads a calendar: task names, each task's own field, the optional columns it takes.
 const TASK_NAMES = { caption: "caption", "adapt-voice": "adapt_voice", adapt_voice: "adapt_voice", brief: "brief" };
 const INPUT = { caption: "context", adapt_voice: "message", brief: "objectives" };
-const OPTIONAL = { caption: ["platform", "tone"], adapt_voice: ["platform", "tone"], brief: ["platform", "audience"] };
+const OPTIONAL = {
+  caption: ["platform", "tone", "adapter"], adapt_voice: ["platform", "tone", "adapter"],
+  brief: ["platform", "audience", "adapter"],
+};
 const PLATFORMS = ["instagram", "facebook", "tiktok", "x", "line"];
 // POST /batch?format=csv's columns (app/batch.py COLUMNS), after the calendar's date.
 const COLUMNS = ["date", "index", "task", "brand", "platform", "input", "text", "on_brand", "score", "reasons",

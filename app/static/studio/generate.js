@@ -1,7 +1,7 @@
 // Generate: one form per task; Generate streams (POST with stream: true), Compare asks
 // for N candidates (`attempts`), Regenerate sends the last request again, Copy copies.
 
-import { ApiError, postJSON, stream } from "./api.js";
+import { ApiError, getJSON, postJSON, stream } from "./api.js";
 import { chosenBrand } from "./brand.js";
 import { highlighted, verdict } from "./checks.js";
 import { copyText, el, showError, toast } from "./dom.js";
@@ -50,7 +50,31 @@ function request() {
   const body = { brand: brand.name };
   body[field] = field === "objectives" ? given.split("\n").map((s) => s.trim()).filter(Boolean) : given;
   for (const name of optional) if (value(name)) body[name] = value(name);
+  if (adapterSelect.value) body.adapter = adapterSelect.value;
   return { task, body };
+}
+
+// The server's adapters (GET /adapters): a picker only when there is a choice beyond the
+// default, e.g. one style adapter per agency, or a retrained one under test.
+const adapterField = document.getElementById("adapter-field");
+const adapterSelect = document.getElementById("adapter-select");
+let adapterNames = [];
+
+function fillAdapters() {
+  const chosen = adapterSelect.value;
+  const label = (name) => (name === "default" ? t("field.adapter.default") : name);
+  adapterSelect.replaceChildren(
+    ...adapterNames.map((name) => new Option(label(name), name === "default" ? "" : name)),
+    new Option(t("field.adapter.none"), "none"));
+  adapterSelect.value = chosen;
+}
+
+export async function loadAdapters() {
+  const { adapters } = await getJSON("adapters");
+  adapterNames = adapters.map((a) => a.name);
+  if (!adapterNames.includes("default")) adapterNames.unshift("default");
+  adapterField.hidden = adapterNames.length < 2;
+  fillAdapters();
 }
 
 function busy(on) {
@@ -140,4 +164,5 @@ export function initGenerate() {
   compareButton.addEventListener("click", () => run(null, Number(document.getElementById("attempts").value)));
   document.getElementById("copy-button").addEventListener("click", () => shown && copy(shown.text));
   onLang(render);
+  onLang(fillAdapters);
 }

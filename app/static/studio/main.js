@@ -5,7 +5,7 @@ import { initBrand, loadBrandList } from "./brand.js";
 import { initCalendar } from "./calendar.js";
 import { initCheck } from "./check.js";
 import { showError } from "./dom.js";
-import { initGenerate } from "./generate.js";
+import { initGenerate, loadAdapters } from "./generate.js";
 import { apply, onLang, setLang, t } from "./i18n.js";
 
 const PLATFORMS = ["instagram", "facebook", "tiktok", "x", "line"];
@@ -65,6 +65,7 @@ async function start() {
     if (key) {
       saveKey(key);
       loadBrandList().catch((error) => showError(document.getElementById("brand-status"), error));
+      loadAdapters().catch(() => {}); // the picker stays hidden: generation works without it
     }
   });
   initBrand();
@@ -77,6 +78,7 @@ async function start() {
   } catch (error) {
     showError(document.getElementById("brand-status"), error);
   }
+  loadAdapters().catch(() => {}); // the picker stays hidden: generation works without it
 }
 
 start();
