@@ -12,6 +12,7 @@ read again every AI_DIRECTOR_ADAPTER_POLL_S, and POST /admin/adapters/reload doe
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -84,8 +85,9 @@ class AdapterRollout:
             self.metrics.adapter_reloads.labels(adapter=state.name, result="failed").inc()
             self.metrics.adapter_reload_error.labels(adapter=state.name).set(1)
             return
-        if state.served is not None:
-            self.metrics.adapter_info.remove(state.name, state.served.version)
+        if state.served is not None and state.served.version != new.version:
+            with contextlib.suppress(KeyError):  # one series per adapter: the old version's goes
+                self.metrics.adapter_info.remove(state.name, str(state.served.version))
         state.served, state.error = new, None
         self.metrics.adapter_reloads.labels(adapter=state.name, result="ok").inc()
         self.metrics.adapter_reload_error.labels(adapter=state.name).set(0)

@@ -229,6 +229,9 @@ def test_swap_under_load_fails_nothing_and_never_serves_the_old_version_after(se
     after = [entry for entry in log if entry[0] > swapped]
     assert after and all(entry[2] == version_of(kit[new]) for entry in after)
     assert adapter_state(client)["last_reload_error"] is None
+    metrics = client.get("/metrics").text
+    assert f'ai_director_adapter_info{{adapter="default",version="{version_of(kit[new])}"}} 1.0' in metrics
+    assert f'adapter="default",version="{version_of(kit[old])}"' not in metrics  # one series per adapter
     print(f"swap seen after {took:.2f} s; {len(log)} requests, {len(after)} after the swap")
 
 
