@@ -20,6 +20,10 @@ class Prompter:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.special_tokens = special_tokens_of(tokenizer)
+        # The Rust tokenizer's encode without offsets gives the same ids a third faster than the
+        # transformers call, and a request encodes twice (its brand block, then its prompt).
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._fast = getattr(backend, "encode_batch_fast", None)
 
     @classmethod
     def load(cls, settings: Settings) -> "Prompter":
@@ -40,6 +44,8 @@ class Prompter:
         return render_prompt(self.tokenizer, messages)
 
     def encode(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return self._fast([text], add_special_tokens=False)[0].ids
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def count_tokens(self, text: str) -> int:
