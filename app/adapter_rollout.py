@@ -67,7 +67,7 @@ class AdapterRollout:
         if backend is None:
             return  # still loading: it reads the folder as it starts
         try:
-            files = await asyncio.to_thread(inspect_adapter, state.name, state.path, self.settings)
+            files = await asyncio.to_thread(inspect_adapter, state.name, state.path, self.settings, state.served)
             # The same files, still served (a vLLM that restarted has forgotten what was loaded at run time).
             if state.served is not None and files.digest == state.served.digest \
                     and backend.adapters().get(state.name) == state.served:

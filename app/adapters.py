@@ -41,6 +41,11 @@ class AdapterFiles:
     version: str  # 12 hex digits of the weights' sha256
     digest: str  # sha256 of weights, config and contract together: any change to the three is a new rollout
 
+    @property
+    def base(self) -> str | None:
+        """The base model it was trained on, as its config names it."""
+        return self.config.get("base_model_name_or_path")
+
 
 @dataclass(frozen=True)
 class AdapterVersion:
@@ -52,6 +57,7 @@ class AdapterVersion:
     loaded_at: float  # time.time()
     key: str  # the adapter's name inside the PEFT model (or vLLM), unique per version
     digest: str  # AdapterFiles.digest of what was loaded
+    base: str | None = None  # the base it was trained on, as its config names it; None when unknown
 
 
 def served_adapters(settings: Settings) -> dict[str, Path]:
@@ -76,8 +82,9 @@ def _setting(name: str) -> str:
     return "AI_DIRECTOR_ADAPTER_PATH" if name == DEFAULT else f"AI_DIRECTOR_ADAPTERS ({name}=...)"
 
 
-def inspect_adapter(name: str, path: Path, settings: Settings) -> AdapterFiles:
-    """The checks that need no model, in the order a rollout meets its failures."""
+def inspect_adapter(name: str, path: Path, settings: Settings, replacing: "AdapterVersion | None" = None) -> AdapterFiles:
+    """The checks that need no model, in the order a rollout meets its failures; `replacing`
+    is the version a rollout would replace, whose base the new one must share."""
     if not path.exists():
         raise AdapterError(
             f"adapter folder {path} does not exist: set {_setting(name)} to a folder written by "
@@ -98,7 +105,7 @@ def inspect_adapter(name: str, path: Path, settings: Settings) -> AdapterFiles:
             raise ValueError("not a JSON object")
     except ValueError as exc:
         raise AdapterError(f"{config_file} is not valid JSON ({exc}); re-export the adapter") from exc
-    _check_base(path, config, settings.base_model)
+    _check_base(path, config, settings.base_model, replacing)
     check_prompt_contract(real, settings)
     weights = real / WEIGHTS_FILE
     try:
@@ -123,15 +130,30 @@ def fingerprint(path: Path, weights: bytes | None = None, config: bytes | None =
     return weights_sha[:12], digest.hexdigest()
 
 
-def _check_base(path: Path, config: dict, base_model: str) -> None:
-    """The base the adapter was trained on, by name: a LoRA for another base may even load, and then writes nonsense."""
+def _check_base(path: Path, config: dict, base_model: str, replacing: "AdapterVersion | None") -> None:
+    """The base the adapter was trained on, by name: a LoRA for another base may even load, and then
+    writes nonsense. At startup another name is only a warning (a local copy of the base is often
+    named otherwise; weights that do not fit fail as they load); a rollout must keep the base that
+    the version it replaces was trained on, or the served one."""
     trained_on = config.get("base_model_name_or_path")
-    if trained_on and Path(str(trained_on)).name.lower() != Path(base_model).name.lower():
-        raise AdapterError(
-            f"adapter {path} was trained on base model {trained_on!r}, but this service serves {base_model!r}: serve "
-            "it on the base it was trained on (AI_DIRECTOR_BASE_MODEL), or, when both names are the same model, set "
-            "base_model_name_or_path in its adapter_config.json to the served name"
-        )
+    if not trained_on:
+        return
+    known = {_base_name(base_model)} | ({_base_name(replacing.base)} if replacing and replacing.base else set())
+    if _base_name(trained_on) in known:
+        return
+    if replacing is None:
+        log.warning("adapter %s was trained on %s, serving it on %s", path, trained_on, base_model)
+        return
+    raise AdapterError(
+        f"adapter {path} was trained on base model {trained_on!r}, but this service serves {base_model!r}"
+        + (f" and the version it would replace was trained on {replacing.base!r}" if replacing.base else "")
+        + ": serve it on the base it was trained on (AI_DIRECTOR_BASE_MODEL), or, when both names are the same "
+        "model, set base_model_name_or_path in its adapter_config.json to the served name"
+    )
+
+
+def _base_name(name: str) -> str:
+    return Path(str(name)).name.lower()
 
 
 def _check_whole(weights: Path, raw: bytes) -> None:

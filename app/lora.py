@@ -34,7 +34,7 @@ class LoraSlots:
         if old is not None and old.key == key:
             return old
         self._load(files, key)
-        new = AdapterVersion(files.name, str(files.path), files.version, time.time(), key, files.digest)
+        new = AdapterVersion(files.name, str(files.path), files.version, time.time(), key, files.digest, files.base)
         self.served[files.name] = new
         if old is not None:
             self.model.set_adapter(key, inference_mode=True)  # PEFT needs an active adapter other than the one going

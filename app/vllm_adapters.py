@@ -102,7 +102,7 @@ class VLLMAdapters:
             except AdapterError:
                 await self._unload(key)
                 raise
-        new = AdapterVersion(files.name, str(files.path), files.version, time.time(), key, files.digest)
+        new = AdapterVersion(files.name, str(files.path), files.version, time.time(), key, files.digest, files.base)
         old = self.loaded.get(files.name)
         self.loaded[files.name] = self.listed[key] = new
         if old is not None and old.key != key:

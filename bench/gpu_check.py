@@ -201,7 +201,8 @@ def load_engine(report: Report, args, base: Path, adapter: Path):
     import bitsandbytes as bnb
 
     four_bit = sum(1 for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit))
-    lora = sum(1 for n, _ in engine.model.named_modules() if n.endswith("lora_A.default"))
+    key = engine.adapters["default"].key  # the served version's name inside the model (app/lora.py)
+    lora = sum(1 for n, _ in engine.model.named_modules() if n.endswith(f"lora_A.{key}"))
     report.line(f"HFEngine.load (NF4, bf16 compute, adapter attached): {seconds:.1f} s")
     report.line(f"memory after load: {now:.2f} GiB allocated, peak {peak:.2f} GiB "
                 f"({'torch.cuda' if args.device.startswith('cuda') else 'process max RSS'})")

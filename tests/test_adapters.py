@@ -14,7 +14,7 @@ import weakref
 import httpx
 import pytest
 
-from app.adapters import AdapterError, inspect_adapter
+from app.adapters import AdapterError, AdapterVersion, inspect_adapter
 from app.engine import GenerationRequest, HFEngine
 from app.prompter import Prompter
 from app.prompts import build_messages
@@ -263,11 +263,14 @@ def test_a_bad_adapter_keeps_the_old_one_serving(served, kit, kind):
 
 def test_the_reasons_name_the_problem_and_the_fix(kit, tiny_model_dir):
     settings = Settings(base_model=str(tiny_model_dir), _env_file=None)
+    served = AdapterVersion("default", str(kit["v1"]), version_of(kit["v1"]), 0.0, "k", "d", str(tiny_model_dir))
     reasons = {}
     for kind in ("no-weights", "other-base", "half-written"):
         with pytest.raises(AdapterError) as info:
-            inspect_adapter("default", kit["bad"] / kind, settings)
+            inspect_adapter("default", kit["bad"] / kind, settings, replacing=served)
         reasons[kind] = str(info.value)
+    # at startup, with nothing to replace, another base's name is a warning: the shapes decide as it loads
+    assert inspect_adapter("default", kit["bad"] / "other-base", settings).base == "Qwen/Qwen2.5-0.5B-Instruct"
     assert "holds no adapter_model.safetensors" in reasons["no-weights"] and "copy the whole folder" in reasons["no-weights"]
     assert "trained on base model 'Qwen/Qwen2.5-0.5B-Instruct'" in reasons["other-base"]
     assert "AI_DIRECTOR_BASE_MODEL" in reasons["other-base"]

@@ -1,6 +1,5 @@
 """The real transformers engine on the tiny model: loading, batching, seeds, stops, 4-bit."""
 
-import json
 
 import pytest
 
@@ -99,10 +98,7 @@ def test_adapter_for_another_base_stops_loading(tiny_model_dir, tmp_path):
     other.save_pretrained(other_dir)
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(other_dir), LoraConfig(r=4, target_modules=["q_proj"]))
     lora.save_pretrained(tmp_path / "adapter")
-    with pytest.raises(EngineLoadError, match="trained on base model .*other-base.*AI_DIRECTOR_BASE_MODEL"):
-        HFEngine.load(settings_for(tiny_model_dir, adapter_path=tmp_path / "adapter"))
-    config = tmp_path / "adapter" / "adapter_config.json"  # the same name, other shapes: caught as it loads
-    config.write_text(json.dumps(json.loads(config.read_text()) | {"base_model_name_or_path": str(tiny_model_dir)}))
+    # At startup another base name is a warning (a local copy is often named otherwise); the shapes decide.
     with pytest.raises(EngineLoadError, match="does not fit the base model.*size mismatch"):
         HFEngine.load(settings_for(tiny_model_dir, adapter_path=tmp_path / "adapter"))
 

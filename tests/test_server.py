@@ -239,7 +239,7 @@ def test_adapter_for_another_base_stops_the_server(tiny_model_dir, brands_file, 
     get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     result = run_app(server_env(tiny_model_dir, brands_file, port=free_port(), adapter_path=tmp_path / "adapter"))
     assert result.returncode == 1
-    assert "does not fit base model" in result.stderr
+    assert "does not fit the base model" in result.stderr
 
 
 def test_disconnected_clients_leave_the_queue(tiny_model_dir, brands_file):
