@@ -21,6 +21,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -35,7 +36,8 @@ RELOADS = 3  # build_snapshot runs; the median is reported
 SEED = 1234  # the same seed gives the same file, byte for byte
 FUZZY_THRESHOLD = 80.0  # the service's default Settings.fuzzy_threshold
 CONTEXT_BUDGET = 384  # the service's default Settings.context_token_budget
-TARGET_RELOAD_S = 2.0  # parse + validate + every index, for a hot reload
+TARGET_RELOAD_S = 1.0  # parse + validate + every index, for a hot reload (median)
+TARGET_BUSY_P99 = 2.0  # a request's brand work while a reload runs, against its idle p99
 TARGET_EXACT_P99_MS = 1.0  # exact name and Thai alias look-ups
 TARGET_FUZZY_P99_MS = 20.0  # typo'd names and aliases
 
@@ -234,7 +236,8 @@ def main(args) -> None:
     print("\nreload = build_snapshot(raw bytes): JSON parsing + pydantic validation of every brand + sha256 +")
     print("  BrandResolver (name/alias dict, fuzzy first-pass arrays) + BrandRetriever (brand words added")
     print("  to newmm's dictionary; per-brand BM25 indexes are built lazily on first use, see retrieval)")
-    print("  + LeakIndex, with the garbage collector on. Not included: reading the file (the watcher")
+    print("  + LeakIndex, as the service runs it (the collector paused, then the snapshot frozen: see")
+    print("  build_snapshot). Not included: reading the file (the watcher")
     print("  does that) and the swap (one assignment). Each reload runs while the previous snapshot is")
     print("  still held, as in BrandStore.")
     print(f"  first load in the process (after warm_up):     {first:.3f} s")
@@ -361,6 +364,38 @@ def main(args) -> None:
     print(latency_line("check_text", check_ms))
     print(f"  texts flagged as naming another brand: {leaks_found} of {n} (expected {len(range(0, n, 3))})")
 
+    # --- serving while a reload runs ---------------------------------------------------------
+    # The brand work of one request (resolve the alias, retrieve, check), as the service does it
+    # on its event loop, timed idle and then while another thread reloads the 10,000 brands
+    # back to back, as the watcher's thread does: both share the GIL.
+    def brand_work(k):
+        text, brand = texts[k % n]
+        resolver.resolve(brand.aliases[0], FUZZY_THRESHOLD)
+        retriever.context(brand, queries[k % n], count_tokens, CONTEXT_BUDGET)
+        check_text(text, brand, platform="instagram", leaks=snapshot.leaks)
+
+    idle_ms = timed(brand_work, range(n))
+    stop, reloaded = threading.Event(), [0]
+
+    def reload_loop():
+        while not stop.is_set():
+            build_snapshot(raw, "brands.json")
+            reloaded[0] += 1
+
+    reloader = threading.Thread(target=reload_loop)
+    reloader.start()
+    busy_ms, k = [], 0
+    while reloaded[0] < 3:  # requests spread over three whole reloads
+        busy_ms += timed(brand_work, [k])
+        k += 1
+    stop.set()
+    reloader.join()
+    busy_ratio = pct(busy_ms, 99) / pct(idle_ms, 99)
+    print("\nserving while reloading: one request's brand work (resolve, retrieve, check) on this thread,")
+    print("  idle, then while another thread reloads the file three times")
+    print(latency_line("idle", idle_ms))
+    print(latency_line("during reloads", busy_ms, f"  (p99 {busy_ratio:.1f}x the idle p99)"))
+
     # --- memory ---------------------------------------------------------------------------
     del snapshot, resolver, retriever, brands
     gc.collect()
@@ -377,8 +412,10 @@ def main(args) -> None:
 
     # --- summary --------------------------------------------------------------------------
     rows = [
-        ("reload (build_snapshot), worse median", f"< {TARGET_RELOAD_S:g} s", f"{reload_s:.3f} s",
-         reload_s < TARGET_RELOAD_S),
+        ("reload (build_snapshot), worse median", f"<= {TARGET_RELOAD_S:g} s", f"{reload_s:.3f} s",
+         reload_s <= TARGET_RELOAD_S),
+        ("brand work p99 during a reload / idle", f"<= {TARGET_BUSY_P99:g}x", f"{busy_ratio:.1f}x",
+         busy_ratio <= TARGET_BUSY_P99),
         ("exact name resolution p99", f"< {TARGET_EXACT_P99_MS:g} ms", ms(pct(exact_ms, 99)),
          pct(exact_ms, 99) < TARGET_EXACT_P99_MS),
         ("Thai alias resolution p99", f"< {TARGET_EXACT_P99_MS:g} ms", ms(pct(alias_ms, 99)),

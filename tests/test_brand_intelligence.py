@@ -255,3 +255,25 @@ def test_bare_brand_gets_a_full_answer_over_http(tmp_path, tiny_tokenizer):
     assert caption.status_code == 200 and caption.json()["checks"]["hashtags_brand"] == []
     assert dry.status_code == 200 and dry.json()["context"]["products"] == [] and dry.json()["context"]["examples"] == []
     assert check.status_code == 200 and check.json()["checks"]["thai_ratio"] == 0.0
+
+
+def test_a_snapshot_holds_no_reference_cycles(brands_file):
+    """build_snapshot freezes what it builds (gc.freeze): that is only safe while a dropped
+    snapshot, its lazily built retrieval indexes included, is freed by reference counting."""
+    import gc
+    import weakref
+
+    from app.brand_store import build_snapshot
+
+    snapshot = build_snapshot(brands_file.read_bytes(), str(brands_file))
+    for brand in snapshot.brands:
+        snapshot.retriever.context(brand, "โปรโมชั่น launch", lambda text: len(text) // 2, 384)
+        snapshot.resolver.resolve(brand.name[:-1] + "x", 80)
+    parts = [weakref.ref(part) for part in (snapshot.retriever, snapshot.resolver, snapshot.leaks)]
+    gc.collect()
+    gc.disable()
+    try:
+        del snapshot, brand
+        assert [part() for part in parts] == [None, None, None]  # freed at once, without the collector
+    finally:
+        gc.enable()
