@@ -47,8 +47,8 @@ class VLLMAdapters:
         self.listed: dict[str, AdapterVersion] = {}  # LoRA modules vLLM serves now, by id
         self.loaded: dict[str, AdapterVersion] = {}  # versions this gateway rolled out, by name
 
-    async def update(self, models: dict[str, dict], default: str) -> None:
-        """What the latest /v1/models said."""
+    async def update(self, models: dict[str, dict], default: str, asked_at: float) -> None:
+        """What /v1/models said when asked at `asked_at` (time.time()); a version loaded since is kept."""
         parent = models[default].get("parent")
         self.base, self.default = parent or default, default if parent else None
         listed = {}
@@ -59,6 +59,9 @@ class VLLMAdapters:
             if known is None:
                 known = await asyncio.to_thread(seen_module, module_id, str(model.get("root") or ""))
             listed[module_id] = known
+        for version in self.loaded.values():
+            if version.loaded_at >= asked_at:  # loaded while the answer was on its way
+                listed.setdefault(version.key, version)
         self.listed = listed
         for name, version in list(self.loaded.items()):
             if version.key not in listed:  # vLLM restarted: the rollout loads it again

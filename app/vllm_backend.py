@@ -165,6 +165,7 @@ class VLLMBackend:
                 "in_flight": len(self.in_flight)}
 
     async def probe(self, startup: bool = False) -> None:
+        asked_at = time.time()
         try:
             r = await self.client.get("/v1/models", timeout=PROBE_TIMEOUT_S)
             if r.status_code != 200:
@@ -186,7 +187,7 @@ class VLLMBackend:
             return self._down(message)  # e.g. an adapter unloaded at run time
         parent = served[model].get("parent")
         base = served.get(parent, served[model]) if parent else served[model]
-        await self.lora.update(served, model)
+        await self.lora.update(served, model, asked_at)
         self.model = model
         self.info = ModelInfo(base=str(base.get("root") or base["id"]), adapter=model if parent else None,
                               device="vllm", quantization=None)

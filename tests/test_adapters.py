@@ -312,3 +312,19 @@ def test_adapters_setting_is_checked(value, problem, monkeypatch):
     monkeypatch.setenv("AI_DIRECTOR_ADAPTERS", value)
     with pytest.raises(ValidationError, match=problem):
         Settings(_env_file=None)
+
+
+async def test_a_vllm_listing_older_than_a_rollout_does_not_undo_it():
+    """/v1/models asked before a module was loaded does not list it: the rollout stands. A listing
+    asked after it that lacks the module means vLLM restarted: the version is loaded again."""
+    from app.vllm_adapters import VLLMAdapters
+
+    lora = VLLMAdapters(client=None, unload_grace_s=30)
+    models = {"base": {"id": "base"}, "ai-director": {"id": "ai-director", "parent": "base", "root": "/nowhere"}}
+    loaded_at = time.time()
+    lora.loaded["default"] = AdapterVersion("default", "/adapters/v2", "abc", loaded_at, "default-abc", "d")
+    await lora.update(models, "ai-director", asked_at=loaded_at - 1)
+    assert lora.model_for(None) == ("default-abc", lora.loaded["default"])
+    await lora.update(models, "ai-director", asked_at=loaded_at + 1)
+    assert "default" not in lora.loaded and lora.model_for(None)[0] == "ai-director"
+    assert lora.model_for("none") == ("base", None)
