@@ -10,6 +10,8 @@ the product's own code:
 - load: `HFEngine.load`, the service's loader (NF4, bf16 compute, the adapter attached);
 - decode: the service's `BatchWorker` + `HFEngine` at 1 and 32 concurrent requests, and
   beside them the specification's way, `generate` once per request, one after another;
+- adapters: a retrained adapter swapped in as the service's rollout does it, and a batch
+  mixing two adapters against a batch of one;
 - qlora: `training.model.load_model` (what `python -m training train` trains) for a few
   optimizer steps with paged_adamw_8bit, gradient checkpointing, batch 1 x accumulation 4;
 - a static-KV-cache + torch.compile variant of decoding, last, if the time budget allows.
@@ -312,6 +314,49 @@ def decode(report: Report, args, engine, clock: Clock) -> None:
     report.line(f"peak memory while decoding: {peak:.2f} GiB")
 
 
+def adapters(report: Report, args, engine, base: Path, adapter: Path, scratch: Path) -> None:
+    """The hot rollout on this shape: a retrained adapter swapped in (check, load, probe, release, as
+    the service does it between two batches), then a batch mixing two adapters against one."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from app.adapters import WEIGHTS_FILE, inspect_adapter
+    from app.engine import GenerationRequest
+    from app.settings import Settings
+
+    retrained = scratch / "adapter-v2"  # the same shape, other weights: a retrained adapter
+    shutil.copytree(adapter, retrained)
+    weights = {k: v + 0.01 * torch.randn_like(v) for k, v in load_file(adapter / WEIGHTS_FILE).items()}
+    save_file(weights, retrained / WEIGHTS_FILE)
+    settings = Settings(base_model=str(base), device=args.device, _env_file=None)
+    served = engine.adapters["default"]
+    before, _ = memory_gib(args.device)
+    sync(args.device)
+    started = time.perf_counter()
+    files = inspect_adapter("default", retrained, settings, replacing=served)
+    checked = time.perf_counter() - started
+    engine.install_adapter(files)
+    sync(args.device)
+    swap = time.perf_counter() - started
+    free(args.device)
+    after, _ = memory_gib(args.device)
+    report.line(f"swap of the default adapter: files checked in {checked:.2f} s, loaded, probed and the old version "
+                f"released in {swap - checked:.2f} s; allocated {before:.2f} -> {after:.2f} GiB")
+    report.line(f"RESULT adapters: swap {swap:.2f} s on the generation thread, batches wait for it "
+                f"(target <= 2 s): {'PASS' if swap <= 2 else 'FAIL'}")
+    engine.install_adapter(inspect_adapter("b", adapter, settings))  # a second name beside the default
+    prompts = prompts_for(engine, CONCURRENT)
+    n = args.new_tokens
+    one = [GenerationRequest(p, n, temperature=0.0) for p in prompts]
+    mixed = [GenerationRequest(p, n, temperature=0.0, adapter="b" if i % 2 else None) for i, p in enumerate(prompts)]
+    asyncio.run(_through_worker(engine, mixed[:4], CONCURRENT))  # warm-up
+    s1, t1, _ = asyncio.run(_through_worker(engine, one, CONCURRENT))
+    s2, t2, b2 = asyncio.run(_through_worker(engine, mixed, CONCURRENT))
+    report.line(f"{CONCURRENT} concurrent, one adapter: {t1 / s1:.1f} tokens/s; half default, half `b`: "
+                f"{t2 / s2:.1f} tokens/s (mean batch {b2:.1f})")
+    report.line(f"RESULT adapters: a mixed-adapter batch runs at {t2 / s2 / (t1 / s1):.2f} of a one-adapter batch")
+
+
 def _train_steps(model, optimizer, cfg, seq_len: int, steps: int, device: str) -> tuple[float, float]:
     """Median seconds per optimizer step (after one warm-up step) and peak memory in GiB."""
     import torch
@@ -459,6 +504,7 @@ def main(args) -> Path:
         engine = report.section("load", load_engine, args, base, adapter)
         if engine is not None:
             report.section("decode", decode, args, engine, clock)
+            report.section("adapters", adapters, args, engine, base, adapter, scratch)
             del engine
             free(args.device)
         report.section("qlora", qlora, args, base)

@@ -25,13 +25,14 @@ def test_cpu_dry_run_writes_every_section(tiny_model_dir, tmp_path):
 
     [report] = list(out.glob("gpu-*-cpu-dry-run.txt"))
     text = report.read_text(encoding="utf-8")
-    for section in ("versions", "build", "load", "decode", "qlora", "static cache"):
+    for section in ("versions", "build", "load", "decode", "adapters", "qlora", "static cache"):
         assert f"\n## {section}\n" in text, f"section {section} missing:\n{text}"
     assert "ERROR" not in text, text
     assert "product, 32 concurrent" in text and "spec loop, generate per request" in text
     assert "RESULT decode:" in text and "RESULT qlora: peak" in text and "RESULT qlora: whole fine-tune" in text
     assert "4-bit linear layers: 14; LoRA-wrapped modules: 14; quantization nf4" in text  # 2 layers x 7 projections
     assert "RESULT static cache:" in text
+    assert "RESULT adapters: swap" in text and "RESULT adapters: a mixed-adapter batch runs at" in text
     assert "bf16 frozen embeddings and head save" in text
     assert not list(tmp_path.glob("gpu-check-*")), "the scratch checkpoint must be removed"
 
