@@ -22,6 +22,7 @@ class Backend(Protocol):
     info: ModelInfo
     defaults: SamplingDefaults  # what a request gets for the sampling fields it leaves out
     ready: bool  # a remote backend is ready only while its engine answers
+    last_error: str | None  # why it is not ready, while it is not
 
     def submit(self, request: GenerationRequest, request_id: str, stream: bool) -> Generation:
         """Admit the request now or raise QueueFullError (a 429 before any byte is sent)."""
@@ -52,6 +53,7 @@ class LocalBackend:
     """The in-process engine behind the dynamic batching worker."""
 
     ready = True  # the engine is loaded before this backend exists
+    last_error = None
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics):
         self.engine = engine

@@ -223,7 +223,7 @@ async def ready(service: ServiceDep, request: Request):
     """200 once the model and the brands are loaded, 503 before."""
     if service.ready:
         return {"ready": True}
-    reason = request.app.state.load_error or getattr(service.backend, "last_error", None) or "the model is still loading"
+    reason = request.app.state.load_error or (service.backend and service.backend.last_error) or "the model is still loading"
     return JSONResponse(error_body("not_ready", reason), status_code=503, headers={"Retry-After": "5"})
 
 

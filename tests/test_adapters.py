@@ -328,3 +328,16 @@ async def test_a_vllm_listing_older_than_a_rollout_does_not_undo_it():
     await lora.update(models, "ai-director", asked_at=loaded_at + 1)
     assert "default" not in lora.loaded and lora.model_for(None)[0] == "ai-director"
     assert lora.model_for("none") == ("base", None)
+
+
+def test_the_admin_reload_needs_the_api_key(tiny_model_dir, tiny_tokenizer, brands_file):
+    from app.main import create_app
+    from fakes import FakeEngine
+    from test_server import serving_in_thread
+
+    settings = Settings(base_model=str(tiny_model_dir), brands_path=brands_file, api_key="admin-key", _env_file=None)
+    with serving_in_thread(create_app(settings, engine_factory=lambda s: FakeEngine(tiny_tokenizer))) as (client, _):
+        assert client.post("/admin/adapters/reload").status_code == 401
+        assert client.get("/adapters").status_code == 401
+        r = client.post("/admin/adapters/reload", headers={"Authorization": "Bearer admin-key"})
+        assert r.status_code == 200 and r.json() == {"base": str(tiny_model_dir), "adapters": []}
