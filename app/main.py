@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import thai
+from app.adapter_rollout import AdapterRollout
+from app.adapters import check_all
 from app.backend import LocalBackend
 from app.brand_store import BrandStore
 from app.docs import install_docs
 from app.drain import Drain, DrainMiddleware
-from app.adapter_rollout import AdapterRollout
-from app.adapters import check_all
 from app.engine import Engine, HFEngine
 from app.errors import install_error_handlers
 from app.health import health_report

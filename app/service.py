@@ -30,6 +30,7 @@ from app.tasks import task_of
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Prepared:
     task: str
