@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +59,17 @@ class AdapterVersion:
     key: str  # the adapter's name inside the PEFT model (or vLLM), unique per version
     digest: str  # AdapterFiles.digest of what was loaded
     base: str | None = None  # the base it was trained on, as its config names it; None when unknown
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put a finished folder in place of `target` as training does: the old one stays until the
+    new one is complete, and the watcher sees the swap (two renames) as one change."""
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def served_adapters(settings: Settings) -> dict[str, Path]:

@@ -18,7 +18,6 @@ Targets: swap latency <= 2 s, 0 failed requests.
 
 import argparse
 import asyncio
-import hashlib
 import os
 import shutil
 import statistics
@@ -43,17 +42,19 @@ BODY = {"brand": "CoffeeLab", "context": "เปิดตัวเมนูใ�
 
 
 def version_of(folder: Path) -> str:
-    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    from app.adapters import fingerprint
+
+    return fingerprint(folder)[0]
 
 
 def swap_folder(source: Path, target: Path) -> float:
-    """The trainer's atomic swap; returns the moment the new folder is in place."""
-    staging, old = target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
+    """The trainer's swap (app.adapters.replace_folder); returns the moment it starts."""
+    from app.adapters import replace_folder
+
+    staging = target.with_name(target.name + ".partial")
     shutil.copytree(source, staging)
-    target.rename(old)
-    staging.rename(target)
     swapped = time.perf_counter()
-    shutil.rmtree(old)
+    replace_folder(staging, target)
     return swapped
 
 

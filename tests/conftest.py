@@ -32,6 +32,13 @@ def tiny_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
 @pytest.fixture
 def brands_file(tmp_path) -> Path:
     """A writable copy of the repository's brands.json in its own folder."""

@@ -1,7 +1,6 @@
 """Adapters without restarts: hot rollout under load, bad adapters kept out, named adapters per
 request sharing a batch. A real server on the tiny model, with tiny adapters made here."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ import weakref
 import httpx
 import pytest
 
-from app.adapters import AdapterError, AdapterVersion, inspect_adapter
+from app.adapters import AdapterError, AdapterVersion, fingerprint, inspect_adapter, replace_folder
 from app.engine import GenerationRequest, HFEngine
 from app.prompter import Prompter
 from app.prompts import build_messages
@@ -27,17 +26,14 @@ CAPTION = {"brand": "CoffeeLab", "context": "เปิดตัวเมนู�
 
 
 def version_of(folder) -> str:
-    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    return fingerprint(folder)[0]
 
 
 def swap_folder(source, target) -> None:
-    """As `python -m training train` finishes: write OUTPUT.partial, then rename it to OUTPUT."""
-    staging, old = target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
+    """As `python -m training train` finishes: write OUTPUT.partial, then put it in place."""
+    staging = target.with_name(target.name + ".partial")
     shutil.copytree(source, staging)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, target)
 
 
 def swap_symlink(source, parent, stamp: str) -> None:

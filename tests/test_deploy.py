@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path, PurePosixPath
@@ -85,11 +84,6 @@ def model_side(gateway_stages) -> set[str]:
         names |= set(arg_defaults(stage).get("MODEL_SIDE", "").split())
     assert names, "docker/Dockerfile.gateway declares no MODEL_SIDE"
     return {normalize(n) for n in names}
-
-
-@pytest.fixture(scope="module")
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -210,11 +209,6 @@ def stages() -> list[Stage]:
 @pytest.fixture(scope="module")
 def final(stages) -> Stage:
     return stages[-1]
-
-
-@pytest.fixture(scope="module")
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 @pytest.fixture(scope="module")

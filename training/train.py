@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from app.adapters import replace_folder
 from app.prompt_contract import current_contract, write_contract
 from training.config import TrainConfig
 from training.formatting import Formatter, load_brands
@@ -157,12 +158,7 @@ def run(cfg: TrainConfig, resume: bool = False, callbacks: tuple = ()) -> Path:
         shutil.rmtree(checkpoint)  # resumable state is only worth keeping until the run succeeds
 
     # 4. The swap: the old adapter stays in place until the new one is complete.
-    old = cfg.output.with_name(cfg.output.name + ".old")
-    if cfg.output.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        cfg.output.rename(old)
-    staging.rename(cfg.output)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, cfg.output)
     print(f"adapter written to {cfg.output}: test loss {test_loss:.3f}, perplexity {math.exp(test_loss):.2f}, "
           f"{report['duration_s']} s")
     return cfg.output
