@@ -121,23 +121,22 @@ def inspect_adapter(name: str, path: Path, settings: Settings, replacing: "Adapt
     check_prompt_contract(real, settings)
     weights = real / WEIGHTS_FILE
     try:
-        raw = weights.read_bytes()
+        _check_whole(weights)
     except FileNotFoundError:
         raise AdapterError(
             f"{path} holds no {WEIGHTS_FILE}: the adapter's weights are missing (a copy still in progress, or an "
             "export without weights); copy the whole folder written by `python -m training train`"
         ) from None
-    _check_whole(weights, raw)
-    version, digest = fingerprint(real, raw, config_raw)
+    version, digest = fingerprint(real, config_raw)
     return AdapterFiles(name, path, real, config, version, digest)
 
 
-def fingerprint(path: Path, weights: bytes | None = None, config: bytes | None = None) -> tuple[str, str]:
+def fingerprint(path: Path, config: bytes | None = None) -> tuple[str, str]:
     """(version, digest) of a folder: the weights' sha256, and one over weights, config and contract."""
-    weights = (path / WEIGHTS_FILE).read_bytes() if weights is None else weights
     config = (path / "adapter_config.json").read_bytes() if config is None else config
     contract = path / CONTRACT_FILE
-    weights_sha = hashlib.sha256(weights).hexdigest()
+    stat = os.stat(path / WEIGHTS_FILE)
+    weights_sha = _weights_sha256(path / WEIGHTS_FILE, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     digest = hashlib.sha256(weights_sha.encode() + config + (contract.read_bytes() if contract.is_file() else b""))
     return weights_sha[:12], digest.hexdigest()
 
@@ -168,19 +167,37 @@ def _base_name(name: str) -> str:
     return Path(str(name)).name.lower()
 
 
-def _check_whole(weights: Path, raw: bytes) -> None:
-    """A safetensors file declares its own length: a file cut short (a copy in progress) is caught here."""
-    try:
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + header_len])
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise AdapterError(f"{weights} is not a readable safetensors file ({exc}); re-export the adapter") from exc
-    if len(raw) < 8 + header_len + end:
+def _check_whole(weights: Path) -> None:
+    """A safetensors file declares its own length in its header: a file cut short (a copy in
+    progress) is caught by reading the header alone."""
+    with open(weights, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        try:
+            header_len = int.from_bytes(file.read(8), "little")
+            if not 0 < header_len <= size - 8:
+                raise ValueError(f"a header of {header_len:,} bytes in a file of {size:,}")
+            header = json.loads(file.read(header_len))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise AdapterError(f"{weights} is not a readable safetensors file ({exc}); re-export the adapter") from exc
+    if size < 8 + header_len + end:
         raise AdapterError(
-            f"{weights} is cut short ({len(raw):,} of {8 + header_len + end:,} bytes): it is still being written, "
+            f"{weights} is cut short ({size:,} of {8 + header_len + end:,} bytes): it is still being written, "
             "or the copy failed; write the folder elsewhere and move it into place when it is complete"
         )
+
+
+@lru_cache(maxsize=64)
+def _weights_sha256(path: Path, device: int, inode: int, size: int, mtime_ns: int) -> str:
+    """The weights' sha256, read once per file state: startup checks the folders more than once, and
+    a poll every AI_DIRECTOR_ADAPTER_POLL_S would otherwise read every adapter's weights again.
+    A replaced file has another inode (a folder or symlink swap), one written in place another
+    size or mtime."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # What to change when a contract field differs; the adapter's value is the one to match.
