@@ -45,6 +45,8 @@ async def answer(request: Request, service: DirectorService, body):
     """JSON, or with `stream: true` an event stream: `delta` events, then `done` with the JSON body."""
     request_id = request.state.request_id
     if not body.stream:
+        if body.dry_run:  # no model, no waiting: nothing to cancel
+            return await service.generate(body, request_id)
         return await until_disconnect(request, service.generate(body, request_id))
     events = service.stream(body, request_id)  # raises before the first byte: a plain JSON error
     keepalive = request.app.state.settings.stream_keepalive_s
@@ -52,7 +54,8 @@ async def answer(request: Request, service: DirectorService, body):
     return EventSourceResponse(events, ping=keepalive, ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"))
 
 
-def get_service(request: Request) -> DirectorService:
+async def get_service(request: Request) -> DirectorService:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
     return request.app.state.service
 
 

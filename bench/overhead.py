@@ -2,19 +2,25 @@
 
     python bench/overhead.py                  # tiny model's tokenizer, 2-core CPU
 
-Four uvicorn servers run at once, each in its own process, with the same body:
+Five uvicorn servers run at once, each in its own process, with the same bodies (each request
+its own context, as in real use):
 - echo: a bare FastAPI app whose POST /caption validates the body and returns it;
-- the service, `dry_run: true`: brand resolution, retrieval, prompt rendering, token counts;
-- the same with the exact fit that encodes the brand block once per candidate item (what
-  retrieval did before it kept token counts per brand), for the before/after;
-- the service with a zero-cost engine: all of the above, plus the queue, the batching
-  worker (with no batch window), the answer's checks and the response, with generation free.
+- dry_run: the service with `dry_run: true`: brand resolution, retrieval, prompt rendering,
+  token counts;
+- before: the same as the brand layer was first written, for the before/after: it encoded
+  the whole brand block once per candidate item, and every text whole;
+- zero-cost: a full request with a zero-cost backend (the generation interface of
+  app/backend.py answering at once): all of the above, plus admission, the answer's checks
+  and the response;
+- batcher: the same with a zero-cost engine behind the local batching worker instead, which
+  adds its hop to the generation thread and back (no batch window).
 For each: sequential p50 latency, and throughput at 16 concurrent clients. Rounds
 alternate between the servers so that a noisy neighbour hits all of them alike.
 """
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -35,7 +41,7 @@ TARGET = 1.5  # the service may cost at most 1.5x the bare endpoint
 
 
 def serve(kind: str, port: int, model: str) -> None:
-    """Run one server in this process (the benchmark starts three of these)."""
+    """Run one server in this process (the benchmark starts one per kind)."""
     import uvicorn
 
     if kind == "echo":
@@ -49,38 +55,85 @@ def serve(kind: str, port: int, model: str) -> None:
         async def echo(body: CaptionRequest) -> dict:
             return body.model_dump()
     else:
-        if kind == "exact-fit":  # the fit before token counts were kept: one encode per candidate item
+        import app.main as service
+        from app.engine import GenerationResult, ModelInfo, SamplingDefaults
+        from app.settings import Settings
+
+        if kind == "before":  # the brand layer as first written: whole-text encodes, one per candidate item
+            from app.prompter import Prompter
             from app.retrieval import BrandRetriever
 
             BrandRetriever.context = BrandRetriever._fit_exactly
-        from app.engine import GenerationResult, ModelInfo, SamplingDefaults
-        from app.main import create_app
-        from app.settings import Settings
+            Prompter._cutting_is_exact = lambda self: False
+        text = "☕ CoffeeLab Oat Latte เมนูใหม่ หอมนุ่ม ละมุนทุกแก้ว #CoffeeLab"
 
         class ZeroCost:
             info = ModelInfo(base=model, adapter=None, device="cpu", quantization=None)
             defaults = SamplingDefaults(0.0, 1.0, 0)
 
             def generate(self, requests, listeners=None):
-                text = "☕ CoffeeLab Oat Latte เมนูใหม่ หอมนุ่ม ละมุนทุกแก้ว #CoffeeLab"
                 results = [GenerationResult(text, 100, 20, "stop", r.seed) for r in requests]
                 for listener, result in zip(listeners or [], results):
                     listener.delta(result.text)
                     listener.finished(result)
                 return results
 
+        if kind == "zero-cost":
+            from app.adapters import AdapterError
+            from app.batching import Generation
+
+            class ZeroCostBackend:
+                """The generation interface (app/backend.py) answering at once, in place of the local one."""
+
+                ready, last_error, depth = True, None, 0
+
+                def __init__(self, engine, settings, metrics):
+                    self.info, self.defaults, self.metrics = engine.info, engine.defaults, metrics
+
+                def submit(self, request, request_id="-", stream=False):
+                    generation = Generation(request, request_id, stream, self.metrics)
+                    generation.ended = True
+                    generation.events.put_nowait(text)
+                    generation.events.put_nowait(GenerationResult(text, 100, 20, "stop", request.seed))
+                    return generation
+
+                def admits(self, count):
+                    return True
+
+                def retry_after_s(self):
+                    return 1
+
+                def adapters(self):
+                    return {}
+
+                async def install_adapter(self, files):
+                    raise AdapterError("no adapters here")
+
+                async def close(self):
+                    pass
+
+            service.LocalBackend = ZeroCostBackend
         # No batch window: with a free engine, waiting for company would only add latency.
         settings = Settings(base_model=model, device="cpu", log_level="warning", max_batch_size=CONCURRENT,
                             batch_timeout_ms=0, _env_file=None)
-        app = create_app(settings, engine_factory=lambda s: ZeroCost())
+        app = service.create_app(settings, engine_factory=lambda s: ZeroCost())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+SERIAL = itertools.count()
+
+
+def vary(body: dict) -> dict:
+    """Each request its own context, as in real use: the service keeps the token ids of the
+    brand lines it has seen, and one body sent again and again would find its own there too."""
+    return dict(body, context=f"{body['context']} ({next(SERIAL)})")
 
 
 async def sequential(client: httpx.AsyncClient, body: dict, n: int) -> float:
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        r = await client.post("/caption", json=body)
+        r = await client.post("/caption", json=vary(body))
         times.append(time.perf_counter() - start)
         assert r.status_code == 200, r.text
     return statistics.median(times)
@@ -89,7 +142,7 @@ async def sequential(client: httpx.AsyncClient, body: dict, n: int) -> float:
 async def concurrent(client: httpx.AsyncClient, body: dict, n: int) -> float:
     async def worker(count):
         for _ in range(count):
-            r = await client.post("/caption", json=body)
+            r = await client.post("/caption", json=vary(body))
             assert r.status_code == 200, r.text
 
     start = time.perf_counter()
@@ -98,7 +151,8 @@ async def concurrent(client: httpx.AsyncClient, body: dict, n: int) -> float:
 
 
 async def measure(ports: dict, rounds: int, n: int) -> dict:
-    bodies = {"echo": BODY, "dry_run": dict(BODY, dry_run=True), "exact-fit": dict(BODY, dry_run=True), "zero-cost": BODY}
+    dry = dict(BODY, dry_run=True)
+    bodies = {"echo": BODY, "dry_run": dry, "before": dry, "zero-cost": BODY, "batcher": BODY}
     results = {label: {"p50": [], "rps": []} for label in ports}
     clients = {label: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
                                         limits=httpx.Limits(max_connections=CONCURRENT))
@@ -117,9 +171,9 @@ async def measure(ports: dict, rounds: int, n: int) -> dict:
 
 
 def main(args) -> None:
-    ports = {label: free_port() for label in ("echo", "dry_run", "exact-fit", "zero-cost")}
+    ports = {label: free_port() for label in ("echo", "dry_run", "before", "zero-cost", "batcher")}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    kinds = {"echo": "echo", "dry_run": "service", "exact-fit": "exact-fit", "zero-cost": "service"}
+    kinds = {"echo": "echo", "dry_run": "service", "before": "before", "zero-cost": "zero-cost", "batcher": "service"}
     procs = [subprocess.Popen([sys.executable, __file__, "--serve", kinds[label], "--port", str(port),
                                "--model", args.model], env=env, cwd=REPO)
              for label, port in ports.items()]
@@ -151,7 +205,7 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="models/tiny", help="folder of the tokenizer to serve with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     parser.add_argument("--requests", type=int, default=200, help="requests per sequential run")
-    parser.add_argument("--serve", choices=["echo", "service", "exact-fit"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["echo", "service", "before", "zero-cost"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
