@@ -8,6 +8,7 @@ collapsed) so text and brand terms meet in the same shape.
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
@@ -67,6 +68,12 @@ class _Terms:
             found += [term] if term else []
             i += len(term) if term else 1
         return found
+
+
+@lru_cache(maxsize=4096)
+def _names_of(names: tuple[str, ...]) -> _Terms:
+    """A brand's own names to look for, built once per spelling of them, not per check."""
+    return _Terms(map(normalize_key, names))
 
 
 def _own_terms(brand: Brand) -> set[str]:
@@ -157,7 +164,7 @@ def check_text(
         )
     flat = normalize_key(text)
     # No minimum length here: the brand's own short Thai alias is a deliberate mention.
-    mentioned = bool(_Terms(map(normalize_key, brand.all_names)).findall(flat))
+    mentioned = bool(_names_of(tuple(brand.all_names)).findall(flat))
 
     own_tags = {normalize_key(t) for t in brand.hashtags}
     tags: dict[str, str] = {}  # one entry per hashtag, in its first spelling

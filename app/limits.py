@@ -41,7 +41,8 @@ class RequestLimits:
             if complete:  # later reads wait for a disconnect, for as long as the response runs
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task per read, as wait_for makes in 3.11
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(408, f"the request body stopped arriving for {self.body_timeout_s:g} s "
                                          "(AI_DIRECTOR_BODY_TIMEOUT_S); send the whole body at once") from None

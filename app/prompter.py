@@ -4,10 +4,13 @@ It needs the tokenizer alone, which loads in seconds with no weights, so brand
 resolution, retrieval and `dry_run` answer while the model itself is still loading, and
 a gateway in front of a remote engine needs nothing more.
 
-Encoding is most of a request's brand-layer cost: the byte-level pre-tokenizer's regex is
+Encoding was most of a request's brand-layer cost: the byte-level pre-tokenizer's regex is
 slow on Thai, about 0.4 µs a character. But a prompt is mostly lines that repeat from one
 request to the next (the system turn, the instruction, the brand's profile, products and
 posts), so `encode` cuts the text into lines, encodes each line once, and keeps the ids.
+Rendering keeps the chat template's output around the messages in the same way. Both check
+on their own tokenizer, when it is loaded, that the shortcut gives exactly what the
+tokenizer itself would, and go the long way where it does not.
 """
 
 import re
@@ -45,6 +48,7 @@ class Prompter:
         self._fast = getattr(backend, "encode_batch_fast", None)
         self._piece = lru_cache(maxsize=PIECE_CACHE)(lambda text: tuple(self._encode_whole(text)))
         self.cuts_lines = self._cutting_is_exact()
+        self._frames: dict[tuple[str, ...], list[str] | None] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> "Prompter":
@@ -62,7 +66,33 @@ class Prompter:
             ) from exc
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return render_prompt(self.tokenizer, messages)
+        """The chat template's text for `messages`: its output around the contents is kept per
+        sequence of roles, and the contents are put in its slots."""
+        roles = tuple(m["role"] for m in messages)
+        frame = self._frames.get(roles, False)
+        if frame is False:
+            frame = self._frames[roles] = self._frame(roles)
+        if frame is None or any(len(m) != 2 for m in messages):  # a field besides role and content
+            return render_prompt(self.tokenizer, messages)
+        return _fill(frame, messages)
+
+    def _frame(self, roles: tuple[str, ...]) -> list[str] | None:
+        """The template's text between the contents of messages with these roles, or None
+        when the template does more than put each content in place (strips or tests it)."""
+        slot = "\ue000{}\ue001"  # private-use characters: no template writes them
+        rendered = render_prompt(self.tokenizer, [{"role": r, "content": slot.format(i)} for i, r in enumerate(roles)])
+        frame, rest = [], rendered
+        for i in range(len(roles)):
+            before, found, rest = rest.partition(slot.format(i))
+            if not found:
+                return None
+            frame.append(before)
+        frame.append(rest)
+        for probe in ("  ข้อความ\nสอง บรรทัด ☕ ", "x"):
+            messages = [{"role": r, "content": f"{probe}{i}"} for i, r in enumerate(roles)]
+            if _fill(frame, messages) != render_prompt(self.tokenizer, messages):
+                return None
+        return frame
 
     def encode(self, text: str) -> list[int]:
         if not self.cuts_lines:
@@ -92,6 +122,13 @@ class Prompter:
                 if len(cut) < 2 or sum((self._encode_whole(p) for p in cut), []) != self._encode_whole(text):
                     return False
         return True
+
+
+def _fill(frame: list[str], messages: list[dict[str, str]]) -> str:
+    parts = [frame[0]]
+    for message, text in zip(messages, frame[1:], strict=True):
+        parts += (message["content"], text)
+    return "".join(parts)
 
 
 def pieces(text: str):

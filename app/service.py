@@ -310,12 +310,11 @@ class DirectorService:
         )
 
     async def _results(self, generations: list[Generation], request_id: str) -> list[GenerationResult]:
-        gathered = asyncio.gather(*(g.result() for g in generations))
-        # When the caller is cancelled (client gone), nobody awaits the gather's outcome: read it
-        # here so asyncio does not log "exception was never retrieved".
-        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await asyncio.wait_for(gathered, self.settings.request_timeout_s)
+            # In turn, not gathered: all of them are generating already, so the last one back sets
+            # the time either way, and no task is made per attempt.
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return [await generation.result() for generation in generations]
         except Exception as exc:
             raise self._failure(exc, request_id) from exc
         finally:

@@ -14,8 +14,9 @@ its own context, as in real use):
   and the response;
 - batcher: the same with a zero-cost engine behind the local batching worker instead, which
   adds its hop to the generation thread and back (no batch window).
-For each: sequential p50 latency, and throughput at 16 concurrent clients. Rounds
-alternate between the servers so that a noisy neighbour hits all of them alike.
+For each: sequential p50 latency, the servers taking turns request by request, and
+throughput at 16 concurrent clients, the servers taking turns round by round; so a noisy
+neighbour on a shared machine hits all of them alike.
 """
 
 import argparse
@@ -129,14 +130,17 @@ def vary(body: dict) -> dict:
     return dict(body, context=f"{body['context']} ({next(SERIAL)})")
 
 
-async def sequential(client: httpx.AsyncClient, body: dict, n: int) -> float:
-    times = []
+async def sequential(clients: dict, bodies: dict, n: int) -> dict:
+    """p50 latency per server, one request at a time, the servers taking turns request by
+    request: a noisy neighbour on a shared machine slows all of them alike."""
+    times = {label: [] for label in clients}
     for _ in range(n):
-        start = time.perf_counter()
-        r = await client.post("/caption", json=vary(body))
-        times.append(time.perf_counter() - start)
-        assert r.status_code == 200, r.text
-    return statistics.median(times)
+        for label, client in clients.items():
+            start = time.perf_counter()
+            r = await client.post("/caption", json=vary(bodies[label]))
+            times[label].append(time.perf_counter() - start)
+            assert r.status_code == 200, r.text
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 async def concurrent(client: httpx.AsyncClient, body: dict, n: int) -> float:
@@ -158,11 +162,11 @@ async def measure(ports: dict, rounds: int, n: int) -> dict:
                                         limits=httpx.Limits(max_connections=CONCURRENT))
                for label, port in ports.items()}
     try:
-        for label, client in clients.items():  # warm-up: first-use indexes, caches, connections
-            await sequential(client, bodies[label], 20)
+        await sequential(clients, bodies, 20)  # warm-up: first-use indexes, caches, connections
         for _ in range(rounds):
+            for label, p50 in (await sequential(clients, bodies, n)).items():
+                results[label]["p50"].append(p50)
             for label, client in clients.items():
-                results[label]["p50"].append(await sequential(client, bodies[label], n))
                 results[label]["rps"].append(await concurrent(client, bodies[label], n * 2))
     finally:
         for client in clients.values():

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from app.brand_store import BrandStore
 from app.composer import compose
 from app.prompter import Prompter, pieces
+from app.prompts import render_prompt
 from conftest import REPO
 
 # Qwen2.5-7B-Instruct's tokenizer.json, as published: NFC, then this split, then bytes.
@@ -66,6 +67,7 @@ def test_every_prompt_of_the_repository_data_encodes_as_the_tokenizer_does(which
         composed = compose(record["task"], by_name[record["brand"]], record, snapshot.retriever,
                            prompter.count_tokens, prompter.special_tokens, 384)
         prompt = prompter.render(composed.messages)
+        assert prompt == render_prompt(tokenizer, composed.messages)  # the kept frame, filled
         assert prompter.encode(prompt) == _whole(tokenizer, prompt), record
         assert prompter.encode(prompt) == _whole(tokenizer, prompt)  # again, from the kept lines
         compared += 1
@@ -93,3 +95,20 @@ def test_a_tokenizer_that_adds_a_prefix_space_gets_whole_encodes(tiny_tokenizer)
     assert not prompter.cuts_lines
     text = "### Brand\nBrand: CoffeeLab\n- Latte ☕\n<|im_end|>\n"
     assert prompter.encode(text) == _whole(tokenizer, text)
+
+
+def test_a_template_that_does_more_than_place_the_contents_is_rendered_by_the_template(tiny_tokenizer):
+    """A template that trims contents, or tests them, gets no kept frame: every render is its own."""
+    prompter = Prompter(tiny_tokenizer)
+    messages = [{"role": "system", "content": "  ระบบ  "}, {"role": "user", "content": " ขอแคปชัน\n"}]
+    assert prompter.render(messages) == render_prompt(tiny_tokenizer, messages)
+    assert prompter._frames[("system", "user")] is not None
+    for template in ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}",
+                     "{% for m in messages %}{{ m.content if m.content | length > 3 else 'short' }}{% endfor %}"):
+        tokenizer = _variant(tiny_tokenizer, None, json.loads(tiny_tokenizer.backend_tokenizer.to_str())["pre_tokenizer"])
+        tokenizer.chat_template = template
+        prompter = Prompter(tokenizer)
+        for content in (" ขอแคปชัน\n", "ab"):
+            messages = [{"role": "system", "content": "  ระบบ  "}, {"role": "user", "content": content}]
+            assert prompter.render(messages) == render_prompt(tokenizer, messages)
+        assert prompter._frames[("system", "user")] is None
