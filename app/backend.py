@@ -23,6 +23,7 @@ class Backend(Protocol):
     defaults: SamplingDefaults  # what a request gets for the sampling fields it leaves out
     ready: bool  # a remote backend is ready only while its engine answers
     last_error: str | None  # why it is not ready, while it is not
+    capacity: int  # requests it holds at once, waiting and generating: more at the door are refused
 
     def submit(self, request: GenerationRequest, request_id: str, stream: bool) -> Generation:
         """Admit the request now or raise QueueFullError (a 429 before any byte is sent)."""
@@ -64,6 +65,7 @@ class LocalBackend:
             settings.stream_interval_ms,
         )
         self.worker.start()
+        self.capacity = settings.max_queue + settings.max_batch_size
 
     def submit(self, request: GenerationRequest, request_id: str = "-", stream: bool = False) -> Generation:
         return self.worker.submit(request, request_id, stream)

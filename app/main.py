@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app import thai
 from app.adapter_rollout import AdapterRollout
 from app.adapters import check_all
+from app.admission import QueueGate
 from app.backend import LocalBackend
 from app.brand_store import BrandStore
 from app.docs import install_docs
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.include_router(api)
     app.include_router(ops)
 
+    app.add_middleware(QueueGate, service=lambda: getattr(app.state, "service", None))
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
     app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: limited requests are counted too
@@ -116,8 +118,8 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            label = route.path if route is not None else "unmatched"
+            route = scope.get("route")  # set by the router; the queue gate's refusals never reach it
+            label = route.path if route is not None else scope["state"].get("route_path", "unmatched")
             self.metrics.requests.labels(route=label, status=str(status)).inc()
             self.metrics.latency.labels(route=label).observe(time.perf_counter() - start)
 

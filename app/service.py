@@ -202,10 +202,10 @@ class DirectorService:
         backend = self._backend()
         self._adapter(backend, req)
         if not backend.admits(req.attempts):
-            raise self._queue_full(backend, f"{self.settings.max_queue} requests are already waiting")
+            raise self.queue_full(backend, f"{self.settings.max_queue} requests are already waiting")
 
     @staticmethod
-    def _queue_full(backend: Backend, why: str) -> APIError:
+    def queue_full(backend: Backend, why: str) -> APIError:
         return APIError(
             429, "queue_full", f"the server is at capacity ({why}); retry after the Retry-After seconds",
             headers={"Retry-After": str(backend.retry_after_s())},
@@ -235,7 +235,7 @@ class DirectorService:
         if needed:  # refused at once, as a single request is, when the queue has no room for its window
             backend = self._backend()
             if not backend.admits(needed):
-                raise self._queue_full(backend, f"a batch needs {needed} free place{'s' * (needed > 1)} in the queue")
+                raise self.queue_full(backend, f"a batch needs {needed} free place{'s' * (needed > 1)} in the queue")
         return await run_batch(items, self.generate, places, self.settings.request_timeout_s, request_id)
 
     def stream(self, req, request_id: str = "-") -> AsyncIterator[dict]:
@@ -293,7 +293,7 @@ class DirectorService:
         except QueueFullError as exc:
             for generation in generations:
                 generation.cancelled = True  # admitted attempts of a refused request leave too
-            raise self._queue_full(backend, str(exc)) from exc
+            raise self.queue_full(backend, str(exc)) from exc
         return generations
 
     def _failure(self, exc: Exception, request_id: str) -> APIError:

@@ -126,6 +126,7 @@ class VLLMBackend:
         self.serving = False  # vLLM answered the latest probe and listed the model
         self.last_error: str | None = "vLLM has not been asked yet"
         self.in_flight: set[RemoteGeneration] = set()
+        self.capacity = settings.max_queue
         self.latency_s = 1.0  # recent time per request, for a fair Retry-After
         key = settings.vllm_api_key
         self.client = httpx.AsyncClient(

@@ -7,7 +7,7 @@ The server is `python -m app` under uvicorn on 127.0.0.1, started fresh for each
 once with the default queue, once with AI_DIRECTOR_MAX_QUEUE=8. The clients send each
 request once (a 429 is counted and timed, not retried): mostly /caption for the brands of
 brands/brands.json with Thai occasions, plus some /adapt-voice and /brief. Meanwhile a
-separate poller, on its own connection, sends GET /health every ~20 ms. Per run it prints
+separate poller, in a process of its own, sends GET /health every ~20 ms. Per run it prints
 the counts by status, lost requests (no HTTP response at all: connection error, reset or
 client timeout), 5xx responses, 429 latency p50/p99, /health latency p50/p99 and the
 server's resident memory before and after.
@@ -17,12 +17,14 @@ Targets per run: 0 lost, 0 5xx, 429 p99 <= 50 ms, /health p99 <= 50 ms.
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -72,10 +74,9 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-async def health_poller(base_url: str, stop: asyncio.Event) -> tuple[list[float], int]:
-    """GET /health every ~20 ms until `stop`: latencies of the 200s, and the count of failures."""
+async def poll_health(base_url: str, stop) -> tuple[list[float], int]:
+    """GET /health every ~20 ms until `stop` is set: latencies of the 200s, and the count of failures."""
     latencies, failures = [], 0
-    # Its own client and connection: a probe must not wait for a slot in the load's pool.
     async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
         while not stop.is_set():
             start = time.perf_counter()
@@ -91,11 +92,16 @@ async def health_poller(base_url: str, stop: asyncio.Event) -> tuple[list[float]
     return latencies, failures
 
 
-async def load(base_url: str, n: int, clients: int, brands: list[str]) -> dict:
-    """Send n requests from `clients` concurrent workers, each request once; poll /health meanwhile."""
+def health_poller(base_url: str, stop, out) -> None:
+    """The prober in a process of its own: in the load's process it would wait behind 64 clients'
+    responses on one event loop, and time the benchmark's own queue instead of the server's."""
+    out.put(asyncio.run(poll_health(base_url, stop)))
+
+
+async def send_part(base_url: str, indices: list[int], clients: int, brands: list[str]) -> dict:
+    """Send the requests `indices` from `clients` concurrent workers, each request once."""
     statuses, lost, refused, answered = Counter(), Counter(), [], []
-    pending = iter(range(n))
-    stop = asyncio.Event()
+    pending = iter(indices)
 
     async def worker(client: httpx.AsyncClient) -> None:
         for i in pending:  # a shared iterator: each worker takes the next request as soon as it is free
@@ -118,16 +124,39 @@ async def load(base_url: str, n: int, clients: int, brands: list[str]) -> dict:
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
-        poller = asyncio.create_task(health_poller(base_url, stop))
-        start = time.perf_counter()
-        try:
-            await asyncio.gather(*(worker(client) for _ in range(clients)))
-        finally:
-            wall = time.perf_counter() - start
-            stop.set()
-            health, health_failures = await poller
-    return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered, "health": health,
-            "health_failures": health_failures, "wall": wall}
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+    return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered}
+
+
+def client_process(base_url: str, indices: list[int], clients: int, brands: list[str]) -> dict:
+    return asyncio.run(send_part(base_url, indices, clients, brands))
+
+
+def load(base_url: str, n: int, clients: int, brands: list[str], processes: int) -> dict:
+    """Send n requests from `clients` concurrent workers spread over `processes` client processes,
+    each request once, while a poller process sends GET /health. One event loop for all 64
+    clients would time its own queue of responses to parse, not the server's."""
+    context = multiprocessing.get_context("spawn")
+    stop, out = context.Event(), context.Queue()
+    poller = context.Process(target=health_poller, args=(base_url, stop, out), daemon=True)
+    poller.start()
+    shares = [clients // processes + (k < clients % processes) for k in range(processes)]
+    start = time.perf_counter()
+    try:
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            parts = list(pool.map(client_process, [base_url] * processes,
+                                  [list(range(k, n, processes)) for k in range(processes)], shares,
+                                  [brands] * processes))
+    finally:
+        wall = time.perf_counter() - start
+        stop.set()
+        health, health_failures = out.get(timeout=60)
+        poller.join(timeout=10)
+    merged = {"statuses": Counter(), "lost": Counter(), "refused": [], "answered": []}
+    for part in parts:
+        for key, value in part.items():
+            merged[key] += value
+    return merged | {"health": health, "health_failures": health_failures, "wall": wall}
 
 
 def one_run(args, extra_env: dict, brands: list[str]) -> dict:
@@ -143,7 +172,7 @@ def one_run(args, extra_env: dict, brands: list[str]) -> dict:
     try:
         wait_until(f"{base_url}/ready", proc, 120, "the server")
         before = rss_mib(proc.pid)
-        r = asyncio.run(load(base_url, args.requests, args.clients, brands))
+        r = load(base_url, args.requests, args.clients, brands, args.processes)
         r.update(rss_before=before, rss_after=rss_mib(proc.pid), exit_code=proc.poll())
     finally:  # also on Ctrl-C or a crash: no server is left behind
         proc.terminate()
@@ -216,4 +245,5 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="models/tiny", help="folder of a (tiny) model to serve on CPU")
     parser.add_argument("--requests", type=int, default=1000, help="requests per run, each sent once")
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--processes", type=int, default=4, help="client processes the clients are spread over")
     main(parser.parse_args())

@@ -86,7 +86,7 @@ def serve(kind: str, port: int, model: str) -> None:
             class ZeroCostBackend:
                 """The generation interface (app/backend.py) answering at once, in place of the local one."""
 
-                ready, last_error, depth = True, None, 0
+                ready, last_error, depth, capacity = True, None, 0, 1_000_000
 
                 def __init__(self, engine, settings, metrics):
                     self.info, self.defaults, self.metrics = engine.info, engine.defaults, metrics

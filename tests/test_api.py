@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -248,12 +249,19 @@ def test_a_refused_request_costs_no_prompt_work(brands_file, tiny_tokenizer):
             before = len(prepared)
             refused = await _fire(c.app, 1, dict(body, stream=True))
             after = len(prepared)
+            # At the door, before the body is validated: no place, no look at what it asks.
+            unread = await _fire(c.app, 1, {"brand": "TechZone"})
+            dry = await _fire(c.app, 1, dict(body, dry_run=True))  # takes no place: still answered
             engine.release.set()
-            return refused, before, after, [*await first, *await second]
+            return refused, before, after, unread, dry, [*await first, *await second]
 
-        refused, before, after, done = c.portal.call(scenario)
+        refused, before, after, unread, dry, done = c.portal.call(scenario)
+        refusals = c.get("/metrics").text
     assert refused[0].status_code == 429 and refused[0].json()["error"]["code"] == "queue_full"
     assert after == before  # refused without building a prompt
+    assert unread[0].status_code == 429 and unread[0].headers["retry-after"]
+    assert 'ai_director_requests_total{route="/caption",status="429"} 2.0' in refusals  # under its route
+    assert dry[0].status_code == 200 and dry[0].json()["prompt"]
     assert [r.status_code for r in done] == [200, 200]
 
 
@@ -333,3 +341,43 @@ def test_a_brand_profile_over_the_budget_is_named_not_the_request(tmp_path, tiny
             assert err["param"] == "brand" and "Verbose" in err["message"]
             assert "brands.json" in err["message"] and "CONTEXT_TOKEN_BUDGET" in err["message"]
         assert c.post("/caption", json={"brand": "TechZone", "context": "launch"}).status_code == 200
+
+
+def test_a_burst_past_what_the_backend_holds_is_refused_at_the_door():
+    """Requests past the door count before they reach the queue: with room for two, the third of a
+    burst is refused at once, before the first two have even been parsed."""
+    from types import SimpleNamespace
+
+    from app.admission import QueueGate
+    from app.service import DirectorService
+
+    inner_calls, release = [], asyncio.Event()
+
+    async def inner(scope, receive, send):
+        inner_calls.append(scope["path"])
+        await release.wait()
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    backend = SimpleNamespace(capacity=2, admits=lambda count: True, retry_after_s=lambda: 3)
+    service = SimpleNamespace(backend=backend, settings=SimpleNamespace(max_queue=8),
+                              queue_full=DirectorService.queue_full)
+    gate = QueueGate(inner, lambda: service)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://test") as http:
+            held = [asyncio.ensure_future(http.post("/caption", json={"brand": "A", "context": "x"})) for _ in range(2)]
+            while len(inner_calls) < 2:
+                await asyncio.sleep(0.01)
+            refused = await http.post("/caption", json={"brand": "A", "context": "x"})
+            dry = asyncio.ensure_future(http.post("/caption", json={"brand": "A", "context": "x", "dry_run": True}))
+            other = asyncio.ensure_future(http.get("/health"))
+            while len(inner_calls) < 4:
+                await asyncio.sleep(0.01)
+            release.set()
+            return refused, [r.status_code for r in await asyncio.gather(*held, dry, other)]
+
+    refused, answered = asyncio.run(scenario())
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "3"
+    assert refused.json()["error"]["code"] == "queue_full" and "2 requests are already in progress" in refused.text
+    assert answered == [200, 200, 200, 200] and sorted(inner_calls) == ["/caption"] * 3 + ["/health"]
+    assert gate.inside == 0
