@@ -40,11 +40,20 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
         def on_reload(ok: bool) -> None:
             metrics.brand_reloads.labels(result="ok" if ok else "failed").inc()
             metrics.brand_reload_error.set(0 if ok else 1)
             if ok and store.snapshot:
                 metrics.brands.set(len(store.snapshot.brands))
+                loop.call_soon_threadsafe(warm)  # reloads may report from the watcher's thread
+
+        def warm() -> None:
+            """The new brands' first-use work, in the background (DirectorService.warm)."""
+            previous = app.state.warming
+            if previous is not None:
+                previous.cancel()
+            app.state.warming = asyncio.create_task(service.warm(), name="brands-warm")
 
         store = BrandStore(settings.brands_path, on_reload)
         # Both raise with a message naming the file / setting: a bad start stops here.
@@ -57,13 +66,17 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         rollout = app.state.adapters = AdapterRollout(settings, metrics, lambda: service.backend)
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop), name="brands-watch")
-        loader = asyncio.create_task(_load_engine(app, service, engine_factory, rollout, stop), name="engine-load")
+        app.state.warming = None
+        loader = asyncio.create_task(_load_engine(app, service, engine_factory, rollout, stop, warm),
+                                     name="engine-load")
         log.info("serving %d brands (version %s) from %s", len(snapshot.brands), snapshot.version, settings.brands_path)
         try:
             yield
         finally:
             stop.set()
             loader.cancel()
+            if app.state.warming is not None:
+                app.state.warming.cancel()
             if service.backend:
                 await service.backend.close()
             await asyncio.gather(watcher, loader, return_exceptions=True)
@@ -125,13 +138,14 @@ class ObserveMiddleware:
 
 
 async def _load_engine(app: FastAPI, service: DirectorService, factory, rollout: AdapterRollout,
-                       stop: asyncio.Event) -> None:
+                       stop: asyncio.Event, warm: Callable[[], None]) -> None:
     """Load the tokenizer, then the model, off the event loop: /health answers while a 7B
     model loads, and dry runs as soon as the tokenizer is there. With AI_DIRECTOR_ENGINE=vllm
     the tokenizer is all this process loads (vLLM holds the weights): it starts in seconds."""
     settings = service.settings
     try:
         service.prompter = await asyncio.to_thread(Prompter.load, settings)
+        warm()  # the brands' first-use work, while the model loads
         if settings.engine == "vllm":
             backend = await VLLMBackend.start(settings, service.metrics, service.prompter)
         else:

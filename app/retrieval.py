@@ -82,6 +82,13 @@ class BrandRetriever:
                 self._costs[key] = costs
         return costs
 
+    def is_warm(self, brand: Brand, count_tokens: Callable[[str], int]) -> bool:
+        return (brand.name, count_tokens) in self._costs
+
+    def warm(self, brand: Brand, count_tokens: Callable[[str], int]) -> None:
+        """Build the brand's index and token counts now, rather than on its first request."""
+        self._costs_of(brand, count_tokens)
+
     def context(
         self, brand: Brand, query: str, count_tokens: Callable[[str], int], budget: int
     ) -> tuple[BrandContext, int]:

@@ -48,7 +48,7 @@ async def answer(request: Request, service: DirectorService, body):
         if body.dry_run:  # no model, no waiting: nothing to cancel
             return await service.generate(body, request_id)
         return await until_disconnect(request, service.generate(body, request_id))
-    events = service.stream(body, request_id)  # raises before the first byte: a plain JSON error
+    events = await service.stream(body, request_id)  # raises before the first byte: a plain JSON error
     keepalive = request.app.state.settings.stream_keepalive_s
     # A comment line while the request waits or thinks, so proxies keep the connection open.
     return EventSourceResponse(events, ping=keepalive, ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"))

@@ -4,10 +4,11 @@
     python bench/load.py --model models/tiny --requests 300
 
 The server is `python -m app` under uvicorn on 127.0.0.1, started fresh for each run:
-once with the default queue, once with AI_DIRECTOR_MAX_QUEUE=8. The clients send each
-request once (a 429 is counted and timed, not retried): mostly /caption for the brands of
-brands/brands.json with Thai occasions, plus some /adapt-voice and /brief. Meanwhile a
-separate poller, in a process of its own, sends GET /health every ~20 ms. Per run it prints
+once with the default queue, once with AI_DIRECTOR_MAX_QUEUE=8. The clients, each on its
+own keep-alive connection and spread over two processes, send each request once (a 429 is
+counted and timed, not retried): mostly /caption for the brands of brands/brands.json with
+Thai occasions, plus some /adapt-voice and /brief. Meanwhile a poller, in a process of its
+own, sends GET /health every ~20 ms. Per run it prints
 the counts by status, lost requests (no HTTP response at all: connection error, reset or
 client timeout), 5xx responses, 429 latency p50/p99, /health latency p50/p99 and the
 server's resident memory before and after.
@@ -27,9 +28,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import httpx
-
-from servers import free_port, wait_until  # bench/ is the script's folder, so first on sys.path
+from servers import Connection, free_port, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 BRANDS = REPO / "brands" / "brands.json"
@@ -74,77 +73,82 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-async def poll_health(base_url: str, stop) -> tuple[list[float], int]:
+async def poll_health(port: int, stop) -> tuple[list[float], int]:
     """GET /health every ~20 ms until `stop` is set: latencies of the 200s, and the count of failures."""
     latencies, failures = [], 0
-    async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
-        while not stop.is_set():
-            start = time.perf_counter()
-            try:
-                r = await client.get("/health")
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    failures += 1
-            except httpx.TransportError:
+    connection = Connection("127.0.0.1", port)
+    while not stop.is_set():
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                status, _, _ = await connection.request("GET", "/health")
+            if status == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
                 failures += 1
-            await asyncio.sleep(HEALTH_EVERY_S)
+        except (OSError, TimeoutError):
+            connection.close()
+            failures += 1
+        await asyncio.sleep(HEALTH_EVERY_S)
+    connection.close()
     return latencies, failures
 
 
-def health_poller(base_url: str, stop, out) -> None:
+def health_poller(port: int, stop, out) -> None:
     """The prober in a process of its own: in the load's process it would wait behind 64 clients'
     responses on one event loop, and time the benchmark's own queue instead of the server's."""
-    out.put(asyncio.run(poll_health(base_url, stop)))
+    out.put(asyncio.run(poll_health(port, stop)))
 
 
-async def send_part(base_url: str, indices: list[int], clients: int, brands: list[str]) -> dict:
-    """Send the requests `indices` from `clients` concurrent workers, each request once."""
+async def send_part(port: int, indices: list[int], clients: int, brands: list[str]) -> dict:
+    """Send the requests `indices` from `clients` concurrent workers, each on its own connection
+    (as 64 client machines would be), each request once."""
     statuses, lost, refused, answered = Counter(), Counter(), [], []
     pending = iter(indices)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
+        connection = Connection("127.0.0.1", port)
         for i in pending:  # a shared iterator: each worker takes the next request as soon as it is free
             path, body = request(i, brands)
             start = time.perf_counter()
             try:
-                r = await client.post(path, json=body)
-            except httpx.TransportError as exc:
+                async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                    status, headers, _ = await connection.request("POST", path, body)
+            except (OSError, TimeoutError) as exc:
+                connection.close()
                 lost[type(exc).__name__] += 1
                 continue
             seconds = time.perf_counter() - start
-            statuses[r.status_code] += 1
-            if r.status_code == 429:
+            statuses[status] += 1
+            if status == 429:
                 refused.append(seconds)
                 # A well-behaved client waits as told before its next request; clients that retry at
                 # once measure only how many refusals per second 2 cores can serve, not how cheap one is.
-                await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), RETRY_AFTER_CAP_S))
-            elif r.status_code == 200:
+                await asyncio.sleep(min(float(headers.get("retry-after", 1)), RETRY_AFTER_CAP_S))
+            elif status == 200:
                 answered.append(seconds)
+        connection.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
+    await asyncio.gather(*(worker() for _ in range(clients)))
     return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered}
 
 
-def client_process(base_url: str, indices: list[int], clients: int, brands: list[str]) -> dict:
-    return asyncio.run(send_part(base_url, indices, clients, brands))
+def client_process(port: int, indices: list[int], clients: int, brands: list[str]) -> dict:
+    return asyncio.run(send_part(port, indices, clients, brands))
 
 
-def load(base_url: str, n: int, clients: int, brands: list[str], processes: int) -> dict:
+def load(port: int, n: int, clients: int, brands: list[str], processes: int) -> dict:
     """Send n requests from `clients` concurrent workers spread over `processes` client processes,
-    each request once, while a poller process sends GET /health. One event loop for all 64
-    clients would time its own queue of responses to parse, not the server's."""
+    each request once, while a poller process sends GET /health."""
     context = multiprocessing.get_context("spawn")
     stop, out = context.Event(), context.Queue()
-    poller = context.Process(target=health_poller, args=(base_url, stop, out), daemon=True)
+    poller = context.Process(target=health_poller, args=(port, stop, out), daemon=True)
     poller.start()
     shares = [clients // processes + (k < clients % processes) for k in range(processes)]
     start = time.perf_counter()
     try:
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            parts = list(pool.map(client_process, [base_url] * processes,
+            parts = list(pool.map(client_process, [port] * processes,
                                   [list(range(k, n, processes)) for k in range(processes)], shares,
                                   [brands] * processes))
     finally:
@@ -168,11 +172,10 @@ def one_run(args, extra_env: dict, brands: list[str]) -> dict:
                AI_DIRECTOR_MAX_NEW_TOKENS=str(NEW_TOKENS), AI_DIRECTOR_LOG_LEVEL="warning",
                AI_DIRECTOR_BRANDS_PATH=str(BRANDS), HF_HUB_OFFLINE="1", **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO)
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(f"{base_url}/ready", proc, 120, "the server")
+        wait_until(f"http://127.0.0.1:{port}/ready", proc, 120, "the server")
         before = rss_mib(proc.pid)
-        r = load(base_url, args.requests, args.clients, brands, args.processes)
+        r = load(port, args.requests, args.clients, brands, args.processes)
         r.update(rss_before=before, rss_after=rss_mib(proc.pid), exit_code=proc.poll())
     finally:  # also on Ctrl-C or a crash: no server is left behind
         proc.terminate()
@@ -245,5 +248,5 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="models/tiny", help="folder of a (tiny) model to serve on CPU")
     parser.add_argument("--requests", type=int, default=1000, help="requests per run, each sent once")
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
-    parser.add_argument("--processes", type=int, default=4, help="client processes the clients are spread over")
+    parser.add_argument("--processes", type=int, default=2, help="client processes the clients are spread over")
     main(parser.parse_args())

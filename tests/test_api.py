@@ -231,7 +231,7 @@ def test_a_refused_request_costs_no_prompt_work(brands_file, tiny_tokenizer):
         service = c.app.state.service
         prepared = []
         original = service.prepare
-        service.prepare = lambda req: prepared.append(req) or original(req)
+        service.prepare = lambda req, *rest: prepared.append(req) or original(req, *rest)
 
         async def until(condition):
             for _ in range(1000):
@@ -381,3 +381,28 @@ def test_a_burst_past_what_the_backend_holds_is_refused_at_the_door():
     assert refused.json()["error"]["code"] == "queue_full" and "2 requests are already in progress" in refused.text
     assert answered == [200, 200, 200, 200] and sorted(inner_calls) == ["/caption"] * 3 + ["/health"]
     assert gate.inside == 0
+
+
+def test_brands_are_indexed_in_the_background_after_start_and_after_a_reload(brands_file, tiny_tokenizer):
+    """A brand's first-use work (index, token counts) is done before its first request needs it."""
+    c, _ = make_client(brands_file, tiny_tokenizer)
+    with c:
+        wait_ready(c)
+        service = c.app.state.service
+
+        def all_warm():
+            snapshot, count = service.store.snapshot, service.prompter.count_tokens
+            return all(snapshot.retriever.is_warm(b, count) for b in snapshot.brands)
+
+        deadline = time.time() + 10
+        while not all_warm() and time.time() < deadline:
+            time.sleep(0.05)
+        assert all_warm()
+        data = json.loads(brands_file.read_text(encoding="utf-8"))
+        data["brands"][0]["description"] += " ใหม่"
+        brands_file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        before = service.store.snapshot
+        deadline = time.time() + 20
+        while (service.store.snapshot is before or not all_warm()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert service.store.snapshot is not before and all_warm()
