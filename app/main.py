@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+
         def on_reload(ok: bool) -> None:
             metrics.brand_reloads.labels(result="ok" if ok else "failed").inc()
             metrics.brand_reload_error.set(0 if ok else 1)

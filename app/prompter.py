@@ -14,6 +14,7 @@ tokenizer itself would, and go the long way where it does not.
 """
 
 import re
+from array import array
 from functools import lru_cache
 
 from app.prompts import render_prompt, special_tokens_of
@@ -28,7 +29,10 @@ _BREAK = re.compile(r"\n(?=[!-~])")
 # repetition mark), digits, punctuation and emoji before the break; what our prompts start lines with after it.
 _ENDS = ("a", "ก", "่", "ๆ", "9", ".", ")", ":", "%", "☕", "🎉")
 _STARTS = ("#", "-", "B", "P", "1", "(", "<")
-PIECE_CACHE = 16384  # lines kept, about 1 KB each: the hot brands' lines, the task and system lines
+# Lines kept (the hot brands' lines, the system and task lines), as 4-byte ids: a few hundred
+# bytes each as brands write them, 8 KB at most, as longer lines are encoded each time.
+PIECE_CACHE = 8192
+PIECE_MAX_CHARS = 2000
 
 
 def tokenizer_source(settings: Settings) -> str:
@@ -46,7 +50,7 @@ class Prompter:
         # transformers call.
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._fast = getattr(backend, "encode_batch_fast", None)
-        self._piece = lru_cache(maxsize=PIECE_CACHE)(lambda text: tuple(self._encode_whole(text)))
+        self._kept = lru_cache(maxsize=PIECE_CACHE)(lambda text: array("I", self._encode_whole(text)))
         self.cuts_lines = self._cutting_is_exact()
         self._frames: dict[tuple[str, ...], list[str] | None] = {}
 
@@ -99,7 +103,7 @@ class Prompter:
             return self._encode_whole(text)
         ids: list[int] = []
         for piece in pieces(text):
-            ids += self._piece(piece)
+            ids += self._kept(piece) if len(piece) <= PIECE_MAX_CHARS else self._encode_whole(piece)
         return ids
 
     def count_tokens(self, text: str) -> int:

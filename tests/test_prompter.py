@@ -112,3 +112,14 @@ def test_a_template_that_does_more_than_place_the_contents_is_rendered_by_the_te
             messages = [{"role": "system", "content": "  ระบบ  "}, {"role": "user", "content": content}]
             assert prompter.render(messages) == render_prompt(tokenizer, messages)
         assert prompter._frames[("system", "user")] is None
+
+
+def test_a_long_line_is_encoded_exactly_and_not_kept(tiny_tokenizer):
+    """Lines are kept up to PIECE_MAX_CHARS: a client's 5,000-character context must not fill memory."""
+    from app.prompter import PIECE_MAX_CHARS
+
+    prompter = Prompter(tiny_tokenizer)
+    text = "Brand: CoffeeLab\nContext: " + "ลาเต้เย็น " * (PIECE_MAX_CHARS // 5) + "ค่ะ\n### Request\n"
+    kept = prompter._kept.cache_info().currsize
+    assert prompter.encode(text) == _whole(tiny_tokenizer, text)
+    assert prompter._kept.cache_info().currsize == kept + 2  # the two short lines, not the long one
