@@ -29,9 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from servers import free_port, wait_until  # bench/ is the script's folder, so first on sys.path
+from servers import Connection, free_port, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -130,24 +128,27 @@ def vary(body: dict) -> dict:
     return dict(body, context=f"{body['context']} ({next(SERIAL)})")
 
 
-async def sequential(clients: dict, bodies: dict, n: int) -> dict:
+async def sequential(connections: dict, bodies: dict, n: int) -> dict:
     """p50 latency per server, one request at a time, the servers taking turns request by
     request: a noisy neighbour on a shared machine slows all of them alike."""
-    times = {label: [] for label in clients}
+    times = {label: [] for label in connections}
     for _ in range(n):
-        for label, client in clients.items():
+        for label, connection in connections.items():
             start = time.perf_counter()
-            r = await client.post("/caption", json=vary(bodies[label]))
+            status, _, text = await connection.request("POST", "/caption", vary(bodies[label]))
             times[label].append(time.perf_counter() - start)
-            assert r.status_code == 200, r.text
+            assert status == 200, text
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-async def concurrent(client: httpx.AsyncClient, body: dict, n: int) -> float:
+async def concurrent(port: int, body: dict, n: int) -> float:
+    """Requests per second from CONCURRENT clients, each on its own connection."""
     async def worker(count):
+        connection = Connection("127.0.0.1", port)
         for _ in range(count):
-            r = await client.post("/caption", json=vary(body))
-            assert r.status_code == 200, r.text
+            status, _, text = await connection.request("POST", "/caption", vary(body))
+            assert status == 200, text
+        connection.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(n // CONCURRENT) for _ in range(CONCURRENT)))
@@ -158,19 +159,19 @@ async def measure(ports: dict, rounds: int, n: int) -> dict:
     dry = dict(BODY, dry_run=True)
     bodies = {"echo": BODY, "dry_run": dry, "before": dry, "zero-cost": BODY, "batcher": BODY}
     results = {label: {"p50": [], "rps": []} for label in ports}
-    clients = {label: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                        limits=httpx.Limits(max_connections=CONCURRENT))
-               for label, port in ports.items()}
+    # Lean h11 connections, not httpx: its per-request cost (~2 ms here) would be most of the
+    # echo's latency, and the ratios would say more about the client than the servers.
+    connections = {label: Connection("127.0.0.1", port) for label, port in ports.items()}
     try:
-        await sequential(clients, bodies, 20)  # warm-up: first-use indexes, caches, connections
+        await sequential(connections, bodies, 20)  # warm-up: first-use indexes, caches, connections
         for _ in range(rounds):
-            for label, p50 in (await sequential(clients, bodies, n)).items():
+            for label, p50 in (await sequential(connections, bodies, n)).items():
                 results[label]["p50"].append(p50)
-            for label, client in clients.items():
-                results[label]["rps"].append(await concurrent(client, bodies[label], n * 2))
+            for label, port in ports.items():
+                results[label]["rps"].append(await concurrent(port, bodies[label], n * 2))
     finally:
-        for client in clients.values():
-            await client.aclose()
+        for connection in connections.values():
+            connection.close()
     return {label: {k: statistics.median(v) for k, v in r.items()} for label, r in results.items()}
 
 

@@ -60,6 +60,8 @@ class Connection:
 
     async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
         """(status, headers with lower-case names, body); raises OSError when the connection fails."""
+        if self._streams is not None and self._streams[0].at_eof():  # the server closed it while idle
+            self.close()
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port)
             self._h11 = h11.Connection(h11.CLIENT)
