@@ -90,7 +90,7 @@ class DirectorService:
     async def warm(self, limit: int = WARM_BRANDS) -> int:
         """Do the first-use work of the snapshot served now, brand by brand, in a thread: after a
         start or a reload the first requests then find it done. Stops early when the brands are
-        replaced meanwhile. Returns how many brands it warmed."""
+        replaced meanwhile. Returns how many brands it warmed (requests may have done others)."""
         snapshot, prompter = self.store.snapshot, self.prompter
         if snapshot is None or prompter is None:
             return 0
@@ -98,8 +98,9 @@ class DirectorService:
         for brand in snapshot.brands[:limit]:
             if self.store.snapshot is not snapshot:
                 break
-            await asyncio.to_thread(snapshot.retriever.warm, brand, prompter.count_tokens)
-            warmed += 1
+            if not snapshot.retriever.is_warm(brand, prompter.count_tokens):
+                await asyncio.to_thread(snapshot.retriever.warm, brand, prompter.count_tokens)
+                warmed += 1
         return warmed
 
     def prepare(self, req, snapshot: BrandSnapshot | None = None, match: BrandMatch | None = None) -> Prepared:
