@@ -13,6 +13,7 @@ next step, or never enters one.
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -30,11 +31,39 @@ class QueueFullError(RuntimeError):
     pass
 
 
+class Courier:
+    """Carries the rows' new text from the generation thread to the event loop, one wake-up of the
+    loop for all the rows that have text waiting. The rows of a batch produce their tokens in the
+    same instant, and a wake-up per row was as many turns of the loop asking the generation thread
+    for the GIL, each slowing the next step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._waiting: list[tuple["Generation", GenerationResult | None]] = []
+        self._lock = threading.Lock()
+
+    def post(self, generation: "Generation", result: GenerationResult | None = None) -> None:
+        """Hand the row's waiting text over, and then its result if it has one."""
+        with self._lock:
+            self._waiting.append((generation, result))
+            if len(self._waiting) > 1:  # a wake-up is already on its way
+                return
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for generation, result in waiting:
+            generation._hand_over()
+            if result is not None:
+                generation.events.put_nowait(result)
+
+
 class Generation:
     """One request's channel between the generation thread and its owner on the event loop."""
 
     def __init__(self, request: GenerationRequest, request_id: str, stream: bool, metrics: Metrics,
-                 interval_s: float = 0.0):
+                 interval_s: float = 0.0, courier: Courier | None = None):
         self.request = request
         self.request_id = request_id
         self.stream = stream
@@ -48,6 +77,7 @@ class Generation:
         self.deltas = 0
         self._pending: deque[str] = deque()  # text from the thread not yet handed to the loop
         self._handed = float("-inf")
+        self.courier = courier or Courier(self.loop)
 
     # --- called from the generation thread ---
     def delta(self, text: str) -> None:
@@ -63,12 +93,11 @@ class Generation:
             # than the text is worth: one hand-over per interval carries all that waited.
             if now - self._handed >= self.interval_s:
                 self._handed = now
-                self.loop.call_soon_threadsafe(self._hand_over)
+                self.courier.post(self)
 
     def finished(self, result: GenerationResult) -> None:
         self.ended = True
-        self.loop.call_soon_threadsafe(self._hand_over)  # text still waiting goes before the result
-        self.loop.call_soon_threadsafe(self.events.put_nowait, result)
+        self.courier.post(self, result)  # text still waiting goes before the result
 
     # --- the owner's side, on the event loop ---
     def _hand_over(self) -> None:
@@ -144,6 +173,7 @@ class BatchWorker:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")  # one model, one caller
         self._task: asyncio.Task | None = None
+        self._courier: Courier | None = None  # made on the event loop, with the first request
         self.last_batch_s = 1.0
 
     def start(self) -> None:
@@ -179,7 +209,9 @@ class BatchWorker:
 
     def submit(self, request: GenerationRequest, request_id: str = "-", stream: bool = False) -> Generation:
         """Queue a request at once, or raise QueueFullError; read the returned Generation for its output."""
-        generation = Generation(request, request_id, stream, self.metrics, self.stream_interval_s)
+        if self._courier is None:
+            self._courier = Courier(asyncio.get_running_loop())
+        generation = Generation(request, request_id, stream, self.metrics, self.stream_interval_s, self._courier)
         try:
             self.queue.put_nowait(generation)
         except asyncio.QueueFull as exc:

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 import h11
 import httpx
@@ -29,6 +30,29 @@ def wait_until(url: str, proc: subprocess.Popen | None, timeout: float, what: st
         if time.time() > deadline or (proc is not None and proc.poll() is not None):
             raise SystemExit(f"{what} did not become ready")
         time.sleep(0.2)
+
+
+async def timed_events(connection: "Connection", path: str, body: dict, start: float) -> tuple[float, float, int]:
+    """One streamed request on a lean connection: (time to the first `delta` event, time to the
+    end, completion tokens of the `done` event)."""
+    state = {"first": None, "event": "", "done": None, "rest": b""}
+
+    def on_data(data: bytes) -> None:
+        *lines, state["rest"] = (state["rest"] + data).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8").rstrip("\r")
+            if line.startswith("event:"):
+                state["event"] = line[6:].strip()
+                if state["event"] == "delta" and state["first"] is None:
+                    state["first"] = time.perf_counter() - start
+            elif line.startswith("data:") and state["event"] == "done":
+                state["done"] = json.loads(line[5:])
+
+    status, _, _ = await connection.request("POST", path, body, on_data=on_data)
+    assert status == 200 and state["done"] is not None, status
+    total = time.perf_counter() - start
+    first = state["first"] if state["first"] is not None else total
+    return first, total, state["done"]["usage"]["completion_tokens"]
 
 
 async def timed_stream(response: httpx.Response, start: float) -> tuple[float, float, int]:
@@ -58,8 +82,10 @@ class Connection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._h11: h11.Connection | None = None
 
-    async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers with lower-case names, body); raises OSError when the connection fails."""
+    async def request(self, method: str, path: str, body: dict | None = None,
+                      on_data: Callable[[bytes], None] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-case names, body); raises OSError when the connection fails.
+        With `on_data`, each piece of the body goes to it as it arrives instead (an event stream)."""
         if self._streams is not None and self._streams[0].at_eof():  # the server closed it while idle
             self.close()
         if self._streams is None:
@@ -86,7 +112,7 @@ class Connection:
                     status = event.status_code
                     names = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
                 elif isinstance(event, h11.Data):
-                    chunks.append(event.data)
+                    chunks.append(event.data) if on_data is None else on_data(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     break
         except (h11.ProtocolError, OSError):

@@ -10,6 +10,7 @@ medians over the rounds. Time to first token is measured by the client, at the f
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -17,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from servers import free_port, timed_stream, wait_until  # bench/ is the script's folder, so first on sys.path
+from servers import Connection, free_port, timed_events, wait_until  # bench/ is the script's folder, so first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENT = 16
@@ -34,24 +33,21 @@ def body(i: int) -> dict:
             "max_new_tokens": NEW_TOKENS}
 
 
-async def plain(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
+async def plain(connection: Connection, i: int) -> tuple[float, float, int]:
     start = time.perf_counter()
-    r = await client.post("/caption", json=body(i))
-    r.raise_for_status()
+    status, _, text = await connection.request("POST", "/caption", body(i))
+    assert status == 200, text
     total = time.perf_counter() - start
-    return total, total, r.json()["usage"]["completion_tokens"]
+    return total, total, json.loads(text)["usage"]["completion_tokens"]
 
 
-async def streamed(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
+async def streamed(connection: Connection, i: int) -> tuple[float, float, int]:
+    return await timed_events(connection, "/caption", dict(body(i), stream=True), time.perf_counter())
+
+
+async def one_round(connections: list[Connection], fn) -> dict:
     start = time.perf_counter()
-    async with client.stream("POST", "/caption", json=dict(body(i), stream=True)) as r:
-        r.raise_for_status()
-        return await timed_stream(r, start)
-
-
-async def one_round(client, fn) -> dict:
-    start = time.perf_counter()
-    rows = await asyncio.gather(*(fn(client, i) for i in range(CONCURRENT)))
+    rows = await asyncio.gather(*(fn(connections[i], i) for i in range(CONCURRENT)))
     wall = time.perf_counter() - start
     firsts = sorted(r[0] for r in rows)
     return {"wall": wall, "tokens": sum(r[2] for r in rows), "ttft_p50": statistics.median(firsts),
@@ -59,15 +55,21 @@ async def one_round(client, fn) -> dict:
             "full_p50": statistics.median(r[1] for r in rows)}
 
 
-async def measure(base_url: str, rounds: int) -> dict:
+async def measure(port: int, rounds: int) -> dict:
     results = {"plain": [], "stream": []}
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=httpx.Limits(max_connections=64)) as client:
-        await one_round(client, plain)  # warm-up
-        await one_round(client, streamed)
+    # One lean connection per client: 16 tasks sharing one httpx client spent its pool's time,
+    # and more of it on the many small chunks of a stream than on one body.
+    connections = [Connection("127.0.0.1", port) for _ in range(CONCURRENT)]
+    try:
+        await one_round(connections, plain)  # warm-up
+        await one_round(connections, streamed)
         for n in range(rounds):
             order = [("plain", plain), ("stream", streamed)]
             for label, fn in order if n % 2 == 0 else order[::-1]:
-                results[label].append(await one_round(client, fn))
+                results[label].append(await one_round(connections, fn))
+    finally:
+        for connection in connections:
+            connection.close()
     return {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in results.items()}
 
 
@@ -82,7 +84,7 @@ def main(args) -> None:
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(f"{base_url}/ready", proc, 120, "the server")
-        r = asyncio.run(measure(base_url, args.rounds))
+        r = asyncio.run(measure(port, args.rounds))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

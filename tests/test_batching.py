@@ -132,3 +132,29 @@ async def test_a_failed_batch_reruns_every_neighbour_that_has_shown_no_text():
     assert outcomes[0].text == "plain เปิด"  # its text was never shown: rerun alone, answered
     assert isinstance(outcomes[1], RuntimeError)  # the cause fails alone
     assert isinstance(outcomes[2], RuntimeError)  # a stream that showed text cannot be rerun
+
+
+def test_one_wake_up_of_the_loop_carries_every_rows_text_then_their_results():
+    """The rows of a batch report in the same instant: one call into the event loop for all of them."""
+    from types import SimpleNamespace
+
+    from app.batching import Courier
+
+    scheduled, seen = [], []
+
+    class Loop:
+        def call_soon_threadsafe(self, callback, *args):
+            scheduled.append(callback)
+
+    courier = Courier(Loop())
+    rows = [SimpleNamespace(_hand_over=lambda i=i: seen.append(("text", i)),
+                            events=SimpleNamespace(put_nowait=lambda result, i=i: seen.append(("result", i))))
+            for i in range(16)]
+    for row in rows:
+        courier.post(row)
+    courier.post(rows[3], result="done")
+    assert len(scheduled) == 1
+    scheduled.pop()()
+    assert seen == [("text", i) for i in range(16)] + [("text", 3), ("result", 3)]
+    courier.post(rows[0])  # the next step's text needs a new wake-up
+    assert len(scheduled) == 1
