@@ -43,8 +43,8 @@ class Settings(BaseSettings):
         25.0, ge=0, description="On SIGTERM, how long requests in flight may take to finish; new ones get 503."
     )
     # 20 events a second per stream reads as smooth as one per token, and each event costs the
-    # event loop, which shares the GIL with generation: at 25 ms, streaming cost 10-18% of the
-    # throughput on 2 CPU cores, at 50 ms 6%.
+    # event loop, which shares the GIL with generation: on 2 CPU cores streaming cost 10-18% of
+    # the throughput at 25 ms, and a median 2.5% at 50 ms (bench/streaming.py).
     stream_interval_ms: float = Field(
         50.0, ge=0, le=1000, description="Text produced within this many ms of the last event is sent as one event."
     )
