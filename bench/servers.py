@@ -32,41 +32,47 @@ def wait_until(url: str, proc: subprocess.Popen | None, timeout: float, what: st
         time.sleep(0.2)
 
 
+class EventTimer:
+    """Reads one event stream line by line: when the first `delta` came, and the `done` event."""
+
+    def __init__(self, start: float):
+        self.start, self.first, self.event, self.done = start, None, "", None
+
+    def line(self, line: str) -> None:
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+            if self.event == "delta" and self.first is None:
+                self.first = time.perf_counter() - self.start
+        elif line.startswith("data:") and self.event == "done":
+            self.done = json.loads(line[5:])
+
+    def result(self) -> tuple[float, float, int]:
+        """(time to the first `delta` event, time to the end, completion tokens of the `done` event)."""
+        total = time.perf_counter() - self.start
+        return (self.first if self.first is not None else total), total, self.done["usage"]["completion_tokens"]
+
+
 async def timed_events(connection: "Connection", path: str, body: dict, start: float) -> tuple[float, float, int]:
-    """One streamed request on a lean connection: (time to the first `delta` event, time to the
-    end, completion tokens of the `done` event)."""
-    state = {"first": None, "event": "", "done": None, "rest": b""}
+    """One streamed request on a lean connection, timed as EventTimer.result says."""
+    timer, rest = EventTimer(start), b""
 
     def on_data(data: bytes) -> None:
-        *lines, state["rest"] = (state["rest"] + data).split(b"\n")
+        nonlocal rest
+        *lines, rest = (rest + data).split(b"\n")
         for raw in lines:
-            line = raw.decode("utf-8").rstrip("\r")
-            if line.startswith("event:"):
-                state["event"] = line[6:].strip()
-                if state["event"] == "delta" and state["first"] is None:
-                    state["first"] = time.perf_counter() - start
-            elif line.startswith("data:") and state["event"] == "done":
-                state["done"] = json.loads(line[5:])
+            timer.line(raw.decode("utf-8").rstrip("\r"))
 
     status, _, _ = await connection.request("POST", path, body, on_data=on_data)
-    assert status == 200 and state["done"] is not None, status
-    total = time.perf_counter() - start
-    first = state["first"] if state["first"] is not None else total
-    return first, total, state["done"]["usage"]["completion_tokens"]
+    assert status == 200 and timer.done is not None, status
+    return timer.result()
 
 
 async def timed_stream(response: httpx.Response, start: float) -> tuple[float, float, int]:
-    """(time to the first `delta` event, time to the end, completion tokens of the `done` event)."""
-    first, done, event = None, None, ""
+    """One streamed httpx response, timed as EventTimer.result says."""
+    timer = EventTimer(start)
     async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-            if event == "delta" and first is None:
-                first = time.perf_counter() - start
-        elif line.startswith("data:") and event == "done":
-            done = json.loads(line[5:])
-    total = time.perf_counter() - start
-    return (first if first is not None else total), total, done["usage"]["completion_tokens"]
+        timer.line(line)
+    return timer.result()
 
 
 class Connection:

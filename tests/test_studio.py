@@ -92,6 +92,14 @@ def snap(page, shots, name: str) -> None:
     print(f"screenshot: {path}")
 
 
+def generate(page, base: str, route: str = "/caption", button: str = "#generate-button"):
+    """Click a button that writes copy and wait for its verdict on the page; the response it caused."""
+    with page.expect_response(lambda r: r.url == base + route) as answered:
+        page.click(button)
+    page.wait_for_selector("#generate-checks .verdict")
+    return answered.value
+
+
 def pick(page, typed: str, expected: str) -> None:
     """Type into the brand picker key by key, as a person does, and wait for the profile."""
     box = page.locator("#brand-input")
@@ -172,10 +180,7 @@ def test_a_caption_streams_in_with_its_checks(studio, open_page, shots):
     pick(page, "คอฟฟี่แล็บ", "CoffeeLab")
     page.fill("textarea[name=context]", "เปิดตัวเมนูใหม่ Cold Brew Honey Yuzu ต้อนรับหน้าร้อน")
     page.select_option("#generate-form select[name=platform]", "instagram")
-    with page.expect_response(lambda r: r.url == base + "/caption") as answered:
-        page.click("#generate-button")
-    page.wait_for_selector("#generate-checks .verdict")
-    response = answered.value
+    response = generate(page, base)
     assert response.request.post_data_json["stream"] is True
     assert response.headers["content-type"].startswith("text/event-stream")
 
@@ -198,10 +203,8 @@ def test_a_caption_streams_in_with_its_checks(studio, open_page, shots):
     assert meter.get_attribute("aria-valuenow") == str(checks["platform"]["length"])
     snap(page, shots, "generate-caption")
 
-    with page.expect_response(lambda r: r.url == base + "/caption") as again:
-        page.click("#regenerate-button")
-    page.wait_for_selector("#generate-checks .verdict")
-    assert again.value.ok and again.value.request.post_data_json["context"].startswith("เปิดตัวเมนูใหม่")
+    again = generate(page, base, button="#regenerate-button")
+    assert again.ok and again.request.post_data_json["context"].startswith("เปิดตัวเมนูใหม่")
 
     page.select_option("#attempts", "2")
     with page.expect_response(lambda r: r.url == base + "/caption") as compared:
@@ -222,10 +225,8 @@ def test_a_brief_and_an_error_message(studio, open_page):
     pick(page, "GreenLeaf", "GreenLeaf")
     page.click("button[data-task=brief]")
     page.fill("fieldset[data-task=brief] textarea[name=objectives]", "ให้ความรู้\nสร้างความเชื่อมั่น")
-    with page.expect_response(lambda r: r.url == base + "/brief") as answered:
-        page.click("#generate-button")
-    page.wait_for_selector("#generate-checks .verdict")
-    assert answered.value.request.post_data_json["objectives"] == ["ให้ความรู้", "สร้างความเชื่อมั่น"]
+    answered = generate(page, base, "/brief")
+    assert answered.request.post_data_json["objectives"] == ["ให้ความรู้", "สร้างความเชื่อมั่น"]
 
     # The server's own error message reaches the user (here a 422 for an emoji-only occasion).
     page.click("button[data-task=caption]")
@@ -378,8 +379,5 @@ def test_a_style_adapter_is_picked_by_name(tiny_model_dir, tmp_path_factory, ope
         pick(page, "TechZone", "TechZone")
         page.fill("textarea[name=context]", "เปิดตัวเมาส์เกมมิ่ง")
         page.select_option("#adapter-select", "agency-a")
-        with page.expect_response(lambda r: r.url == base + "/caption") as answered:
-            page.click("#generate-button")
-        page.wait_for_selector("#generate-checks .verdict")
-        assert answered.value.request.post_data_json["adapter"] == "agency-a"
+        assert generate(page, base).request.post_data_json["adapter"] == "agency-a"
         snap(page, shots, "generate-adapter")
