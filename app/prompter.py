@@ -17,7 +17,7 @@ import re
 from array import array
 from functools import lru_cache
 
-from app.prompts import render_prompt, special_tokens_of
+from app.prompts import PROMPT_ROLES, render_prompt, special_tokens_of
 from app.settings import Settings
 
 # Where a text is cut: after a line break that follows a visible character, before a
@@ -52,7 +52,9 @@ class Prompter:
         self._fast = getattr(backend, "encode_batch_fast", None)
         self._kept = lru_cache(maxsize=PIECE_CACHE)(lambda text: array("I", self._encode_whole(text)))
         self.cuts_lines = self._cutting_is_exact()
-        self._frames: dict[tuple[str, ...], list[str] | None] = {}
+        # The serving prompt's frame now, in the loading thread: compiling the template takes
+        # 30-60 ms, which on the event loop would hold up the first requests after every start.
+        self._frames: dict[tuple[str, ...], list[str] | None] = {PROMPT_ROLES: self._frame(PROMPT_ROLES)}
 
     @classmethod
     def load(cls, settings: Settings) -> "Prompter":

@@ -21,6 +21,7 @@ from app.brand_schema import Brand, Product
 from app.tasks import task_named
 
 SYSTEM_PROMPT = "You are an AI Director for marketing content creation."
+PROMPT_ROLES = ("system", "user")  # the messages of every prompt served; training adds the assistant's
 
 # Qwen's control tokens all look like <|name|>; breaking the "<|" / "|>" pairs covers every
 # one of them, including tokens a future tokenizer adds, without a list.
@@ -140,9 +141,10 @@ def build_messages(
     if context is not None:
         parts.append(brand_block(context, special_tokens))
     parts.append(request_block(task, neutralize(brand_name, special_tokens), fields, special_tokens))
+    system, user = PROMPT_ROLES
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": "\n\n".join(parts)},
+        {"role": system, "content": SYSTEM_PROMPT},
+        {"role": user, "content": "\n\n".join(parts)},
     ]
 
 

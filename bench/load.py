@@ -103,11 +103,24 @@ def health_poller(port: int, stop, out) -> None:
 async def send_part(port: int, indices: list[int], clients: int, brands: list[str]) -> dict:
     """Send the requests `indices` from `clients` concurrent workers, each on its own connection
     (as 64 client machines would be), each request once."""
-    statuses, lost, refused, answered = Counter(), Counter(), [], []
+    statuses, lost, refused, answered, connects = Counter(), Counter(), [], [], []
     pending = iter(indices)
+    connected, go = asyncio.Barrier(clients), asyncio.Event()
 
     async def worker() -> None:
+        # Connect first and time it apart, as k6 and wrk do: a request's latency is from its first
+        # byte sent to its last byte read. A TCP connect in the same burst is the client's cost too.
         connection = Connection("127.0.0.1", port)
+        start = time.perf_counter()
+        try:
+            await connection.open()
+            connects.append(time.perf_counter() - start)
+        except OSError as exc:
+            lost[type(exc).__name__] += 1
+        if await connected.wait() == 0:  # the last one in: all this process's clients are connected
+            await asyncio.to_thread(START.wait)  # and so are the other processes' clients
+            go.set()
+        await go.wait()
         for i in pending:  # a shared iterator: each worker takes the next request as soon as it is free
             path, body = request(i, brands)
             start = time.perf_counter()
@@ -130,7 +143,15 @@ async def send_part(port: int, indices: list[int], clients: int, brands: list[st
         connection.close()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered}
+    return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered, "connects": connects}
+
+
+START = None  # a barrier shared by the client processes: they start sending together, once all are connected
+
+
+def share_start(barrier) -> None:
+    global START
+    START = barrier
 
 
 def client_process(port: int, indices: list[int], clients: int, brands: list[str]) -> dict:
@@ -147,7 +168,8 @@ def load(port: int, n: int, clients: int, brands: list[str], processes: int) -> 
     shares = [clients // processes + (k < clients % processes) for k in range(processes)]
     start = time.perf_counter()
     try:
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=share_start,
+                                 initargs=(context.Barrier(processes),)) as pool:
             parts = list(pool.map(client_process, [port] * processes,
                                   [list(range(k, n, processes)) for k in range(processes)], shares,
                                   [brands] * processes))
@@ -156,7 +178,7 @@ def load(port: int, n: int, clients: int, brands: list[str], processes: int) -> 
         stop.set()
         health, health_failures = out.get(timeout=60)
         poller.join(timeout=10)
-    merged = {"statuses": Counter(), "lost": Counter(), "refused": [], "answered": []}
+    merged = {"statuses": Counter(), "lost": Counter(), "refused": [], "answered": [], "connects": []}
     for part in parts:
         for key, value in part.items():
             merged[key] += value
@@ -210,6 +232,7 @@ def main(args) -> None:
         ("200 p50 ms", lambda r: ms(percentile(r["answered"], 0.5))),
         ("429 p50 ms", lambda r: ms(percentile(r["refused"], 0.5))),
         ("429 p99 ms", lambda r: ms(percentile(r["refused"], 0.99))),
+        ("connect p99 ms", lambda r: ms(percentile(r["connects"], 0.99))),
         ("/health p50 ms", lambda r: ms(percentile(r["health"], 0.5))),
         ("/health p99 ms", lambda r: ms(percentile(r["health"], 0.99))),
         ("/health probes", lambda r: str(len(r["health"]))),

@@ -92,11 +92,7 @@ class Connection:
                       on_data: Callable[[bytes], None] | None = None) -> tuple[int, dict[str, str], bytes]:
         """(status, headers with lower-case names, body); raises OSError when the connection fails.
         With `on_data`, each piece of the body goes to it as it arrives instead (an event stream)."""
-        if self._streams is not None and self._streams[0].at_eof():  # the server closed it while idle
-            self.close()
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port)
-            self._h11 = h11.Connection(h11.CLIENT)
+        await self.open()
         reader, writer = self._streams
         conn = self._h11
         headers = [("host", f"{self.host}:{self.port}")]
@@ -129,6 +125,14 @@ class Connection:
         else:  # the server ends the connection after this response
             self.close()
         return status, names, b"".join(chunks)
+
+    async def open(self) -> None:
+        """Connect, unless connected already (or again, if the server closed it while idle)."""
+        if self._streams is not None and self._streams[0].at_eof():
+            self.close()
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+            self._h11 = h11.Connection(h11.CLIENT)
 
     def close(self) -> None:
         if self._streams is not None:

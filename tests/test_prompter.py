@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from app.brand_store import BrandStore
 from app.composer import compose
 from app.prompter import Prompter, pieces
-from app.prompts import render_prompt
+from app.prompts import build_messages, render_prompt
 from conftest import REPO
 
 # Qwen2.5-7B-Instruct's tokenizer.json, as published: NFC, then this split, then bytes.
@@ -112,6 +112,22 @@ def test_a_template_that_does_more_than_place_the_contents_is_rendered_by_the_te
             messages = [{"role": "system", "content": "  ระบบ  "}, {"role": "user", "content": content}]
             assert prompter.render(messages) == render_prompt(tokenizer, messages)
         assert prompter._frames[("system", "user")] is None
+
+
+def test_the_first_request_after_a_start_runs_no_template(tiny_tokenizer, monkeypatch):
+    """The template is compiled while the prompter loads (in the loading thread): compiled on the
+    first request instead, it held the event loop for 30-60 ms while a burst was waiting."""
+    import app.prompter
+
+    prompter = Prompter(tiny_tokenizer)
+    messages = build_messages("caption", "CoffeeLab", {"context": "ลดราคา 11.11", "platform": "instagram"}, None)
+    expected = render_prompt(tiny_tokenizer, messages)
+
+    def no_template(*args, **kwargs):
+        raise AssertionError("the chat template ran on a request")
+
+    monkeypatch.setattr(app.prompter, "render_prompt", no_template)
+    assert prompter.render(messages) == expected
 
 
 def test_a_long_line_is_encoded_exactly_and_not_kept(tiny_tokenizer):
