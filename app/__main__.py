@@ -97,6 +97,7 @@ def serve() -> int:
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every per-brand index build at DEBUG
+    reserve_cores(settings)
     app = create_app(settings)
     server = build_server(app, settings)
     app.state.request_shutdown = lambda: setattr(server, "should_exit", True)
@@ -107,6 +108,25 @@ def serve() -> int:
     if not server.started:
         return 1
     return 0
+
+
+def reserve_cores(settings) -> None:
+    """Generating on CPU, leave AI_DIRECTOR_CPU_RESERVED_CORES to the event loop (app/engine.py).
+    Here, not in the engine: the thread count is the whole process's, and tests load engines too."""
+    if settings.engine != "local":
+        return
+    from app.engine import EngineLoadError, generation_threads, resolve_device
+
+    try:
+        device = resolve_device(settings.device)
+    except EngineLoadError:
+        return  # the model load reports it
+    threads = generation_threads(settings.cpu_reserved_cores)
+    if device == "cpu" and threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+        logging.getLogger("app").info("generating on CPU with %d threads", threads)
 
 
 if __name__ == "__main__":

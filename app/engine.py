@@ -7,6 +7,7 @@ reporting each row's text as it grows and each row's result as soon as that row 
 """
 
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Protocol
@@ -105,6 +106,18 @@ def resolve_device(setting: str) -> str:
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise EngineLoadError(f"AI_DIRECTOR_DEVICE={setting} but no CUDA device is visible; use cpu or auto")
     return setting
+
+
+def generation_threads(reserved: int, cores: int | None = None) -> int | None:
+    """Torch's threads for generating on CPU: the cores this process may run on, less `reserved`,
+    at least one; None when OMP_NUM_THREADS is set (the operator's choice stands). With every core
+    busy with matrix work, and its threads spinning between operations, the event loop waits for
+    a core: a refusal or a /health probe then takes tens of milliseconds instead of one."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - reserved)
 
 
 class HFEngine:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     brands_path: Path = Field(Path("brands/brands.json"), description="The brand knowledge file, watched live.")
     load_in_4bit: bool | None = Field(None, description="NF4 4-bit weights; unset = on when CUDA is available.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    cpu_reserved_cores: int = Field(
+        1, ge=0, le=1024,
+        description="Generating on CPU, cores left to the HTTP server: generation gets the others, at least one "
+                    "(vLLM's VLLM_CPU_NUM_OF_RESERVED_CPU). OMP_NUM_THREADS, when set, wins.",
+    )
     max_batch_size: int = Field(8, gt=0, le=256, description="Requests generated together in one call.")
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="How long the first request waits for company.")
     max_queue: int = Field(64, gt=0, description="Waiting requests beyond this get 429.")

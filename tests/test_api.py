@@ -383,6 +383,53 @@ def test_a_burst_past_what_the_backend_holds_is_refused_at_the_door():
     assert gate.inside == 0
 
 
+def test_in_a_burst_refusals_are_answered_before_the_admitted_requests_work():
+    """Admitted requests let the loop's turn go first, then go on one per turn while refusals are
+    near: refusals that arrived with them in a burst are answered first, not after every
+    admitted request's prompt work."""
+    from types import SimpleNamespace
+
+    from app.admission import QueueGate
+    from app.service import DirectorService
+
+    events = []
+
+    async def inner(scope, receive, send):
+        events.append(scope["client"][0])
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    backend = SimpleNamespace(capacity=2, admits=lambda count: True, retry_after_s=lambda: 1)
+    service = SimpleNamespace(backend=backend, settings=SimpleNamespace(max_queue=8),
+                              queue_full=DirectorService.queue_full)
+    gate = QueueGate(inner, lambda: service)
+    body = json.dumps({"brand": "A", "context": "x"}).encode()
+
+    def request(name: str):
+        scope = {"type": "http", "method": "POST", "path": "/caption", "headers": [], "client": (name, 1),
+                 "query_string": b"", "root_path": ""}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start" and message["status"] == 429:
+                events.append("refused")
+
+        return gate(scope, receive, send)
+
+    async def burst():  # in arrival order, as uvicorn starts one task per request
+        requests = [asyncio.ensure_future(request(name)) for name in ("a1", "a2", "r1", "r2", "r3")]
+        while not all(r.done() for r in requests):  # marks each turn of the loop
+            events.append("turn")
+            await asyncio.sleep(0)
+
+    asyncio.run(burst())
+    assert [e for e in events if e != "turn"] == ["refused"] * 3 + ["a1", "a2"]
+    # refusals near (the backend full), the admitted requests go on one per turn of the loop
+    assert "turn" in events[events.index("a1"):events.index("a2")]
+    assert gate.inside == 0
+
+
 def test_brands_are_indexed_in_the_background_after_start_and_after_a_reload(brands_file, tiny_tokenizer):
     """A brand's first-use work (index, token counts) is done before its first request needs it."""
     c, _ = make_client(brands_file, tiny_tokenizer)

@@ -172,3 +172,35 @@ def test_underflowing_sampling_values_mean_greedy_and_never_fail(engine):
     ])
     assert tiny_t.text == tiny_p.text == greedy
     assert normal.text == alone
+
+
+def test_generating_on_cpu_leaves_the_reserved_cores_to_the_server(monkeypatch):
+    from app.engine import generation_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert generation_threads(1, cores=2) == 1
+    assert generation_threads(1, cores=16) == 15
+    assert generation_threads(0, cores=16) == 16
+    assert generation_threads(4, cores=2) == 1  # never none at all
+    assert generation_threads(1) >= 1  # the cores this process may run on
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert generation_threads(1, cores=16) is None  # the operator's own choice stands
+
+
+def test_the_server_process_applies_the_reserved_cores(monkeypatch):
+    import torch
+
+    from app.__main__ import reserve_cores
+    from app.engine import generation_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        reserve_cores(Settings(device="cpu", cpu_reserved_cores=1, _env_file=None))
+        assert torch.get_num_threads() == generation_threads(1)
+        torch.set_num_threads(before)
+        reserve_cores(Settings(device="cpu", engine="vllm", vllm_url="http://vllm:8000", cpu_reserved_cores=1,
+                                _env_file=None))
+        assert torch.get_num_threads() == before  # vLLM's server generates, not this process
+    finally:
+        torch.set_num_threads(before)
