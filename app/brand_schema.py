@@ -60,14 +60,6 @@ class Brand(_Strict):
     example_posts: Items = []
     words_to_avoid: Items = []
 
-    @field_validator("products", mode="before")
-    @classmethod
-    def _product_strings(cls, value):
-        # A bare product name is a product with no description.
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
-
     @field_validator("hashtags")
     @classmethod
     def _hashtags_start_with_hash(cls, value: list[str]) -> list[str]:

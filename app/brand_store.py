@@ -67,12 +67,24 @@ def parse_brands(raw: bytes, source: str) -> BrandFile:
         ) from exc
     if isinstance(data, list):  # a bare list of brands is accepted as well
         data = {"brands": data}
+    _name_bare_products(data)
     try:
         return BrandFile.model_validate(data)
     except ValidationError as exc:
         raise BrandFileError(f"{source}: {describe_validation_error(exc, data)}") from exc
     except ValueError as exc:
         raise BrandFileError(f"{source}: {exc}") from exc
+
+
+def _name_bare_products(data) -> None:
+    """A bare product name is a product with no description. Read here, on the slow path: as a
+    before-validator it made pydantic build Python lists for every brand's products and then
+    validate those again, a tenth of a 10,000-brand reload."""
+    brands = data.get("brands") if isinstance(data, dict) else None
+    for brand in brands if isinstance(brands, list) else ():
+        products = brand.get("products") if isinstance(brand, dict) else None
+        if isinstance(products, list):
+            brand["products"] = [{"name": item} if isinstance(item, str) else item for item in products]
 
 
 def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandSnapshot:

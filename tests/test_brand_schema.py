@@ -26,6 +26,16 @@ def test_minimal_techzone_record_validates_as_it_stands():
     assert brand.name == "TechZone" and brand.hashtags == [] and brand.products == []
 
 
+def test_a_bare_product_name_is_a_product_without_a_description():
+    record = dict(MINIMAL_TECHZONE, products=["Viper X Mouse", {"name": "Pad", "price": "290"}])
+    for data in ({"brands": [record]}, [record]):  # an object, or a bare list of brands
+        [brand] = parse(data)
+        assert [(p.name, p.description, p.price) for p in brand.products] == [("Viper X Mouse", "", None),
+                                                                               ("Pad", "", "290")]
+    with pytest.raises(BrandFileError, match=r"brand 'TechZone', field 'products.1.prize'"):
+        parse({"brands": [dict(MINIMAL_TECHZONE, products=["Viper X Mouse", {"name": "Pad", "prize": "290"}])]})
+
+
 def test_the_shipped_file_is_valid_and_rich():
     brands = parse_brands((REPO / "brands" / "brands.json").read_bytes(), "brands.json").brands
     names = {b.name for b in brands}
