@@ -11,12 +11,11 @@ A dry run takes no place in the queue, so one is let through even now.
 
 Past the door, a request lets the rest of the loop's turn go first, and while refusals are
 near (the backend over half full, or a refusal within the last second), admitted requests
-go on one per turn. A refusal costs the loop ~0.2 ms and an
-admitted request 1-2 ms (FastAPI, the brand layer); in a burst, refusals that arrived with
-or after a row of admitted requests would otherwise wait for all of their work. The
-admitted ones, bound for a queue where they wait hundreds of milliseconds, start a few
-milliseconds later at most. A server with room to spare takes no turns: they would cost it
-throughput.
+go on one per turn. A refusal costs the loop ~0.2 ms and an admitted request 1-2 ms
+(FastAPI, the brand layer); in a burst, refusals that arrived with or after a row of
+admitted requests would otherwise wait for all of their work. The admitted ones, bound for
+a queue where they wait hundreds of milliseconds, start a few milliseconds later at most.
+A server with room to spare takes no turns: they would cost it throughput.
 """
 
 import asyncio

@@ -115,10 +115,10 @@ async def send_part(port: int, indices: list[int], clients: int, brands: list[st
         try:
             await connection.open()
             connects.append(time.perf_counter() - start)
-        except OSError as exc:
-            lost[type(exc).__name__] += 1
-        if await connected.wait() == 0:  # the last one in: all this process's clients are connected
-            await asyncio.to_thread(START.wait)  # and so are the other processes' clients
+        except OSError:
+            connection.close()  # its first request connects again, and is lost if that fails too
+        if await connected.wait() == 0:  # one of them (any): all this process's clients are connected
+            await asyncio.to_thread(START.wait, 120)  # then wait for the other processes' clients
             go.set()
         await go.wait()
         for i in pending:  # a shared iterator: each worker takes the next request as soon as it is free
