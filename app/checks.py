@@ -87,15 +87,14 @@ class LeakIndex:
         self._names: dict[str, list[tuple[str, str]]] = {}  # key -> [(brand, label as written)]
         self._tags: dict[str, list[tuple[str, str]]] = {}
         self._own: dict[str, set[str]] = {}
-        for brand in brands:  # each label normalized once: a 10,000-brand reload has ~100k of them
-            names = [(normalize_key(label), label) for label in brand.all_names]
-            tags = [(normalize_key(tag), tag) for tag in brand.hashtags]
-            self._own[names[0][0]] = {key for key, _ in names} | {key for key, _ in tags}
-            for key, label in names:
+        for brand in brands:
+            self._own[normalize_key(brand.name)] = _own_terms(brand)
+            for label in brand.all_names:
+                key = normalize_key(label)
                 if key and (len(key) >= _MIN_THAI_LEAK or not _THAI.search(key)):
                     self._names.setdefault(key, []).append((brand.name, label))
-            for key, tag in tags:
-                self._tags.setdefault(key, []).append((brand.name, tag))
+            for tag in brand.hashtags:
+                self._tags.setdefault(normalize_key(tag), []).append((brand.name, tag))
         self._terms = _Terms(self._names)
 
     def find(self, text: str, exclude: str) -> list[dict]:
