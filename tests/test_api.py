@@ -430,6 +430,30 @@ def test_in_a_burst_refusals_are_answered_before_the_admitted_requests_work():
     assert gate.inside == 0
 
 
+def test_the_routes_are_ready_before_the_first_request(brands_file, tiny_tokenizer, monkeypatch):
+    """FastAPI builds its routes' matching state on the first request that walks them (~20 ms on
+    the event loop, while the first burst waits): the service walks them once while it starts."""
+    import fastapi.routing
+
+    context = getattr(fastapi.routing, "_EffectiveRouteContext", None)
+    if context is None:
+        pytest.skip("this FastAPI builds its routes' state as they are added")
+    built, original = [], context.from_api_route.__func__
+
+    def counted(cls, **kwargs):
+        built.append(kwargs["original_route"].path)
+        return original(cls, **kwargs)
+
+    monkeypatch.setattr(context, "from_api_route", classmethod(counted))
+    c, _ = make_client(brands_file, tiny_tokenizer)
+    with c:
+        at_start = len(built)
+        assert "/caption" in built
+        c.get("/health")
+        c.post("/caption", json={"brand": "CoffeeLab", "context": "ลดราคา", "dry_run": True})
+        assert len(built) == at_start
+
+
 def test_brands_are_indexed_in_the_background_after_start_and_after_a_reload(brands_file, tiny_tokenizer):
     """A brand's first-use work (index, token counts) is done before its first request needs it."""
     c, _ = make_client(brands_file, tiny_tokenizer)
