@@ -83,8 +83,8 @@ class DirectorService:
         thread: on the event loop it would hold up every other request, /health included."""
         snapshot = self._snapshot()
         match = self.resolve(snapshot, req.brand)
-        if self.prompter is not None and not snapshot.retriever.is_warm(match.brand, self.prompter.count_tokens):
-            await asyncio.to_thread(snapshot.retriever.warm, match.brand, self.prompter.count_tokens)
+        if self.prompter is not None:
+            await self._warm_brand(snapshot, match.brand, self.prompter)
         return self.prepare(req, snapshot, match)
 
     async def warm(self, limit: int = WARM_BRANDS) -> int:
@@ -98,10 +98,16 @@ class DirectorService:
         for brand in snapshot.brands[:limit]:
             if self.store.snapshot is not snapshot:
                 break
-            if not snapshot.retriever.is_warm(brand, prompter.count_tokens):
-                await asyncio.to_thread(snapshot.retriever.warm, brand, prompter.count_tokens)
-                warmed += 1
+            warmed += await self._warm_brand(snapshot, brand, prompter)
         return warmed
+
+    @staticmethod
+    async def _warm_brand(snapshot: BrandSnapshot, brand, prompter: Prompter) -> bool:
+        """The brand's first-use work in a thread, unless done already; True if it was done now."""
+        if snapshot.retriever.is_warm(brand, prompter.count_tokens):
+            return False
+        await asyncio.to_thread(snapshot.retriever.warm, brand, prompter.count_tokens)
+        return True
 
     def prepare(self, req, snapshot: BrandSnapshot | None = None, match: BrandMatch | None = None) -> Prepared:
         task = task_of(req)

@@ -105,22 +105,18 @@ async def send_part(port: int, indices: list[int], clients: int, brands: list[st
     (as 64 client machines would be), each request once."""
     statuses, lost, refused, answered, connects = Counter(), Counter(), [], [], []
     pending = iter(indices)
-    connected, go = asyncio.Barrier(clients), asyncio.Event()
 
-    async def worker() -> None:
-        # Connect first and time it apart, as k6 and wrk do: a request's latency is from its first
-        # byte sent to its last byte read. A TCP connect in the same burst is the client's cost too.
-        connection = Connection("127.0.0.1", port)
+    async def connect(connection: Connection) -> None:
+        # Connected first and timed apart, as k6 and wrk do: a request's latency is from its first
+        # byte sent to its last byte read.
         start = time.perf_counter()
         try:
             await connection.open()
             connects.append(time.perf_counter() - start)
         except OSError:
             connection.close()  # its first request connects again, and is lost if that fails too
-        if await connected.wait() == 0:  # one of them (any): all this process's clients are connected
-            await asyncio.to_thread(START.wait, 120)  # then wait for the other processes' clients
-            go.set()
-        await go.wait()
+
+    async def worker(connection: Connection) -> None:
         for i in pending:  # a shared iterator: each worker takes the next request as soon as it is free
             path, body = request(i, brands)
             start = time.perf_counter()
@@ -142,7 +138,10 @@ async def send_part(port: int, indices: list[int], clients: int, brands: list[st
                 answered.append(seconds)
         connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    connections = [Connection("127.0.0.1", port) for _ in range(clients)]
+    await asyncio.gather(*map(connect, connections))
+    await asyncio.to_thread(START.wait, 120)  # the other processes' clients are connected too
+    await asyncio.gather(*map(worker, connections))
     return {"statuses": statuses, "lost": lost, "refused": refused, "answered": answered, "connects": connects}
 
 
