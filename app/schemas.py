@@ -1,10 +1,11 @@
 """Request and response bodies of the API."""
 
+import json
 import unicodedata
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from app.brand_schema import Brand
 from app.checks import CheckReport
@@ -71,15 +72,17 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Numbers and switches take what the API document says, integer, number and boolean: lax
+    # validation would take `true` as 1, or "1" as true, without a word.
     brand: str = Field(min_length=1, max_length=200, description="Brand name or alias, Thai or Latin.",
                        json_schema_extra=HAS_WORDS)
     max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Capped by the server's MAX_NEW_TOKENS.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default from the model.")
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed + same input = same output.")
-    stream: bool = Field(False, description="Answer as server-sent events: `delta` events, then `done`.")
+    stream: StrictBool = Field(False, description="Answer as server-sent events: `delta` events, then `done`.")
     attempts: int = Field(1, ge=1, le=4, description="Candidates to generate; the first on-brand one wins.")
-    dry_run: bool = Field(False, description="Return the prompt and brand context without generating.")
+    dry_run: StrictBool = Field(False, description="Return the prompt and brand context without generating.")
     adapter: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["agency-a"],
         description="A served adapter's name (GET /adapters); `none` = the base model alone; default: `default`.",
@@ -89,6 +92,15 @@ class TaskRequest(BaseModel):
     @classmethod
     def _brand_words(cls, v: str) -> str:
         return _has_words(v, "brand")
+
+    @field_validator("max_new_tokens", "temperature", "top_p", "seed", "attempts", mode="before")
+    @classmethod
+    def _a_number(cls, v):
+        # The document's integer takes 1 and 1.0 (strict mode would refuse 1.0), and neither it
+        # nor number takes true or "1" (lax mode would take both).
+        if isinstance(v, (bool, str)):
+            raise ValueError(f"expected a JSON number, not {json.dumps(v)}")
+        return v
 
     @field_validator("attempts")
     @classmethod

@@ -105,6 +105,12 @@ def test_unknown_brand_is_404_with_suggestions(client):
         ({"brand": "TechZone", "context": "launch", "temperature": 9}, "temperature"),
         ({"brand": "TechZone", "context": "launch", "platform": "myspace"}, "platform"),
         ({"brand": "TechZone", "context": "launch", "contxt": "typo"}, "contxt"),
+        # The document says integer, number, boolean: no lax reading of another JSON type.
+        ({"brand": "TechZone", "context": "launch", "max_new_tokens": True}, "max_new_tokens"),
+        ({"brand": "TechZone", "context": "launch", "seed": "7"}, "seed"),
+        ({"brand": "TechZone", "context": "launch", "temperature": True}, "temperature"),
+        ({"brand": "TechZone", "context": "launch", "dry_run": 1}, "dry_run"),
+        ({"brand": "TechZone", "context": "launch", "stream": "yes"}, "stream"),
     ],
 )
 def test_invalid_request_is_422_naming_the_field(client, payload, param):
