@@ -103,7 +103,7 @@ def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandS
             sha256=digest,
             loaded_at=time.time(),
             resolver=BrandResolver(brands),
-            retriever=BrandRetriever(brands),
+            retriever=BrandRetriever(),
             leaks=LeakIndex(brands),
         )
     finally:

@@ -179,7 +179,6 @@ def main(args) -> None:
     from app.brand_schema import normalize_key
     from app.brand_store import build_snapshot, parse_brands
     from app.checks import LeakIndex, check_text
-    from app.retrieval import BrandRetriever
     from app.thai import warm_up
     from rapidfuzz import fuzz
 
@@ -234,12 +233,11 @@ def main(args) -> None:
     gc.callbacks.remove(on_gc)
     reload_s = max(statistics.median(same), statistics.median(flip))
     print("\nreload = build_snapshot(raw bytes): JSON parsing + pydantic validation of every brand + sha256 +")
-    print("  BrandResolver (name/alias dict, fuzzy first-pass arrays) + BrandRetriever (brand words added")
-    print("  to newmm's dictionary; per-brand BM25 indexes are built lazily on first use, see retrieval)")
-    print("  + LeakIndex, as the service runs it (the collector paused, then the snapshot frozen: see")
-    print("  build_snapshot). Not included: reading the file (the watcher")
-    print("  does that) and the swap (one assignment). Each reload runs while the previous snapshot is")
-    print("  still held, as in BrandStore.")
+    print("  BrandResolver (name/alias dict, fuzzy first-pass arrays) + LeakIndex, as the service runs it")
+    print("  (the collector paused, then the snapshot frozen: see build_snapshot). A brand's dictionary and")
+    print("  BM25 index are built on its first use (see retrieval), not here.")
+    print("  Not included: reading the file (the watcher does that) and the swap (one assignment).")
+    print("  Each reload runs while the previous snapshot is still held, as in BrandStore.")
     print(f"  first load in the process (after warm_up):     {first:.3f} s")
     print(f"  reload, same content:                          {', '.join(f'{r:.3f}' for r in same)} s -> "
           f"median {statistics.median(same):.3f} s (garbage collection {statistics.median(same_gc):.3f} s)")
@@ -254,7 +252,7 @@ def main(args) -> None:
     t0 = time.perf_counter()
     brands = list(parse_brands(raw, "brands.json").brands)
     stages["parse_brands"] = time.perf_counter() - t0
-    for label, cls in (("BrandResolver", BrandResolver), ("BrandRetriever", BrandRetriever), ("LeakIndex", LeakIndex)):
+    for label, cls in (("BrandResolver", BrandResolver), ("LeakIndex", LeakIndex)):
         t0 = time.perf_counter()
         cls(brands)
         stages[label] = time.perf_counter() - t0
@@ -344,7 +342,7 @@ def main(args) -> None:
         warm_ms[k] = (time.perf_counter_ns() - t0) / 1e6
     print(f"\nretrieval: retriever.context(brand, query, count_tokens, budget={CONTEXT_BUDGET}); "
           "count_tokens = len(text) // 2, a stand-in for the model tokenizer")
-    print(latency_line("cold (first use: builds BM25 index)", cold_ms))
+    print(latency_line("cold (first use: its dictionary, BM25)", cold_ms))
     print(latency_line("warm (index cached)", warm_ms))
     print(f"  per-brand index memory: {index_bytes / 1024:.1f} KiB per brand used, tracemalloc over "
           f"{len(unused)} more brands (~{index_bytes * len(brands) / 1e6:.0f} MB if all {len(brands):,} are used)")

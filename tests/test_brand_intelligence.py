@@ -51,6 +51,18 @@ def test_brand_names_stay_whole_in_segmentation():
     assert "โกลว์แล็บ" not in plain and "โกลว์แล็บ" in with_brands
 
 
+def test_a_brands_retrieval_depends_on_its_own_record_only(snapshot):
+    """Another brand's Thai name once joined a brand's words (BabyBloom's "บลูม" made CoffeeLab's
+    "บลูมกาแฟ" one word less): adding or removing a client changed the prompts of the others,
+    and a model trained with one brands file saw other prompts than it was served with."""
+    data = json.loads((REPO / "brands" / "brands.json").read_text(encoding="utf-8"))
+    alone = [b for b in data["brands"] if b["name"] == "CoffeeLab"]
+    apart = build_snapshot(json.dumps({"brands": alone}, ensure_ascii=False).encode(), "brands.json")
+    coffee, coffee_apart = snapshot.resolver.exact("CoffeeLab").brand, apart.resolver.exact("CoffeeLab").brand
+    for query in ("บลูมกาแฟก่อนดริป", "ดริปกาแฟที่บ้าน", "เมนูใหม่ Cold Brew", ""):
+        assert snapshot.retriever.rank(coffee, query) == apart.retriever.rank(coffee_apart, query), query
+
+
 def test_retrieval_ranks_the_matching_items_first(snapshot):
     brand = snapshot.resolver.exact("TechZone").brand
     ranked = snapshot.retriever.rank(brand, "คีย์บอร์ด mechanical ลดราคา")

@@ -54,3 +54,26 @@ def test_a_tokenizer_that_merges_across_lines_falls_back_to_the_exact_fit(setup,
         fast = retriever.context(brand, "เปิดตัว", lumpy, 150)
         assert fast == original(brand, "เปิดตัว", lumpy, 150)
     assert exact_calls  # the one exact check caught the difference and corrected it
+
+
+def test_scores_are_bm25s_own_for_every_request_in_the_data(setup):
+    """The weights are read back from bm25s and summed as its get_scores sums them: the same
+    float32 numbers, so the same order and ties, for every brand and request in the data."""
+    import bm25s
+
+    from app.thai import tokenize
+
+    snapshot, records, _ = setup
+    by_name = {b.name: b for b in snapshot.brands}
+    cases = [(by_name[r["brand"]], task_named(r["task"]).query(r)) for r in records if r.get("brand") in by_name]
+    cases += [(brand, text) for brand in snapshot.brands for text in (*brand.example_posts, "เปิดตัวสินค้าใหม่ sale")]
+    references = {}
+    for brand, query in cases:
+        index = snapshot.retriever._index(brand)
+        if brand.name not in references:
+            reference = references[brand.name] = bm25s.BM25()
+            reference.index([tokenize(text, index.dictionary) or [""] for _, text in index.items], show_progress=False)
+        words = tokenize(query, index.dictionary)
+        expected = [float(s) for s in references[brand.name].get_scores(words)] if words else [0.0] * len(index.items)
+        assert index.scores(words) == expected, (brand.name, query)
+    assert len(cases) > 100
