@@ -198,3 +198,28 @@ def test_100kb_text(leaks):
     assert report.brand_mentioned and report.other_brands == []
     assert not report.platform["within_limit"]
     assert report.reasons[0].startswith("exceeds instagram limit: ")
+
+
+def test_term_search_finds_what_a_scan_of_every_position_finds(leaks):
+    """findall looks only where a term's first character is; a scan trying every position, as
+    it once did, finds the same terms in texts made of brand names, their pieces and filler."""
+    import random
+
+    from app.brand_schema import normalize_key
+
+    terms = leaks._terms
+    words = [normalize_key(n) for b in ALL for n in (*b.all_names, *b.hashtags)]
+    words += [w[: len(w) // 2] for w in words] + ["กาแฟ", "ลด", " ", "x", "้", "#", "lab", "labs", "ๆ", "☕", "1"]
+    rng = random.Random(7)
+
+    def scan(s):
+        found, i = [], 0
+        while i < len(s):
+            term = terms._at(s, i)
+            found += [term] if term else []
+            i += len(term) if term else 1
+        return found
+
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice(["", " ", "", "ๆ"]) for _ in range(rng.randint(1, 8)))
+        assert terms.findall(text) == scan(text), text
