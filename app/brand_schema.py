@@ -26,8 +26,11 @@ def normalize_key(text: str) -> str:
 
 
 class _Strict(BaseModel):
-    # A misspelt field ("hashtag" for "hashtags") must fail loudly, not vanish.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    # A misspelt field ("hashtag" for "hashtags") must fail loudly, not vanish. Only the field
+    # names are worth pydantic's string cache: a brand's values are its own, and caching every
+    # short one cost a 10,000-brand parse about a fifth of its time (0.60 s against 0.47 s, for
+    # 13 MB more held: the few values brands share, like tone words, are no longer one object).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True, cache_strings="keys")
 
 
 class Product(_Strict):

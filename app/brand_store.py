@@ -113,7 +113,7 @@ def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandS
 
 
 # A reload parses the whole file and holds two snapshots at once: the 10,000-brand benchmark
-# file is 36 MB and reloads in 1.3 s. Anything far past that is a mistake (a dump, a log
+# file is 36 MB and reloads in about 0.9 s. Anything far past that is a mistake (a dump, a log
 # written over the file), and reading it would hold the GIL and the memory for nothing.
 MAX_FILE_BYTES = 40 * 1024 * 1024
 

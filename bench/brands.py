@@ -216,9 +216,12 @@ def main(args) -> None:
         for payload in payloads:
             gc_seconds[0] = 0.0
             t0 = time.perf_counter()  # the old snapshot stays alive while the new one is built, as in BrandStore
-            snapshot = build_snapshot(payload, "brands.json")
+            built = build_snapshot(payload, "brands.json")
             took.append(time.perf_counter() - t0)
             in_gc.append(gc_seconds[0])
+            # The swap, and freeing the old snapshot (~0.1 s for 10,000 brands), come after the new
+            # one is served: BrandStore's assignment stores the new snapshot first.
+            snapshot = built
         return took, in_gc
 
     warm_up()  # as the service does at startup: newmm's own dictionary is loaded once per process
