@@ -10,12 +10,12 @@ after all gets the line-by-line exact fit instead, so the chosen items never dif
 """
 
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from threading import Lock
 
 import bm25s
-import numpy as np
 
 from app.brand_schema import Brand
 from app.prompts import (
@@ -137,11 +137,15 @@ class BrandRetriever:
 
 @dataclass(frozen=True)
 class _Index:
-    """One brand's products and example posts, its dictionary, and their BM25 weights by word."""
+    """One brand's products and example posts, its dictionary, and their BM25 weights by word,
+    as bm25s computes them (Lucene's BM25) and keeps them: a sparse matrix, one row per word."""
 
     items: list[tuple[str, str]]  # (kind, text)
     dictionary: Dictionary
-    postings: dict[str, list[tuple[int, np.float32]]]  # word -> [(item, its BM25 weight there)]
+    rows: dict[str, int]  # word -> its row
+    starts: list[int]  # row k's entries are starts[k]:starts[k + 1] of the two below
+    columns: list[int]  # the item of each entry
+    weights: array  # its weight, float32
 
     @classmethod
     def build(cls, brand: Brand) -> "_Index":
@@ -153,26 +157,27 @@ class _Index:
         # dictionary; newmm already splits Latin text at spaces and script changes.
         dictionary = build_dictionary({w for name in names for w in name.split() if _THAI.search(w)})
         docs = [tokenize(text, dictionary) for _, text in items]
-        postings: dict[str, list[tuple[int, np.float32]]] = {}
-        if any(docs):
-            bm25 = bm25s.BM25()  # its weights (Lucene's BM25 by default), read back per word
-            bm25.index([d or [""] for d in docs], show_progress=False)
-            weights = bm25.scores
-            for word, k in bm25.vocab_dict.items():
-                if not word:  # bm25s's own placeholder, past its last row; no query word is empty
-                    continue
-                span = range(weights["indptr"][k], weights["indptr"][k + 1])
-                postings[word] = [(int(weights["indices"][j]), weights["data"][j]) for j in span]
-        return cls(items, dictionary, postings)
+        if not any(docs):
+            return cls(items, dictionary, {}, [0], [], array("f"))
+        bm25 = bm25s.BM25()
+        bm25.index([d or [""] for d in docs], show_progress=False)
+        matrix = bm25.scores
+        # bm25s's "" is a placeholder past the last row; no query word is empty.
+        rows = {word: k for word, k in bm25.vocab_dict.items() if word}
+        return cls(items, dictionary, rows, matrix["indptr"].tolist(), matrix["indices"].tolist(),
+                   array("f", matrix["data"].tolist()))
 
     def scores(self, words: list[str]) -> list[float]:
-        """BM25 of every item for a query's words: bm25s's sums, word by word in float32, as its
-        get_scores adds them, without its numpy set-up (most of a lookup for ten items)."""
-        sums = [np.float32(0.0)] * len(self.items)
+        """BM25 of every item for a query's words: bm25s's get_scores without its numpy set-up
+        (most of a lookup for ten items). The sums are its float32 ones: each addition is done
+        in double precision and stored to float32, which rounds to the same number."""
+        sums = array("f", bytes(4 * len(self.items)))
         for word in words:
-            for item, weight in self.postings.get(word, ()):
-                sums[item] = sums[item] + weight
-        return [float(s) for s in sums]
+            k = self.rows.get(word)
+            if k is not None:
+                for j in range(self.starts[k], self.starts[k + 1]):
+                    sums[self.columns[j]] += self.weights[j]
+        return sums.tolist()
 
 
 @dataclass(frozen=True)
