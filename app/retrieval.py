@@ -172,11 +172,12 @@ class _Index:
         (most of a lookup for ten items). The sums are its float32 ones: each addition is done
         in double precision and stored to float32, which rounds to the same number."""
         sums = array("f", bytes(4 * len(self.items)))
+        rows, starts, columns, weights = self.rows, self.starts, self.columns, self.weights
         for word in words:
-            k = self.rows.get(word)
+            k = rows.get(word)
             if k is not None:
-                for j in range(self.starts[k], self.starts[k + 1]):
-                    sums[self.columns[j]] += self.weights[j]
+                for j in range(starts[k], starts[k + 1]):
+                    sums[columns[j]] += weights[j]
         return sums.tolist()
 
 
