@@ -14,6 +14,9 @@ _ONLY_WITH_A_KEY = "Only when the server sets AI_DIRECTOR_API_KEY; either scheme
 # button); has_valid_key decides, because the body-limits middleware needs it before any route.
 bearer = HTTPBearer(scheme_name="Bearer", description=_ONLY_WITH_A_KEY, auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", description=_ONLY_WITH_A_KEY, auto_error=False)
+# The two schemes as an operation's `security` in the API document, for routes that declare
+# the key without the dependency (the body-limits middleware checks it on every POST).
+KEY_SECURITY = [{bearer.scheme_name: []}, {api_key_header.scheme_name: []}]
 BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 HeaderKey = Annotated[str | None, Security(api_key_header)]
 

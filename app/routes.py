@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.auth import has_valid_key, optional_api_key, require_api_key
+from app.auth import KEY_SECURITY, has_valid_key, optional_api_key, require_api_key
 from app.batch import BatchResponse, negotiate, table, to_csv, to_jsonl
 from app.errors import APIError, error_body, error_responses
 from app.health import Health, adapters_out
@@ -103,18 +103,15 @@ GENERATED = {200: {"description": "The copy, as JSON, or as server-sent events w
                    "content": {"text/event-stream": EVENT_STREAM}}} | GENERATION_ERRORS
 
 
-# The key of a POST is checked before its body is read (app/limits.py), so the generation
-# routes, the hottest ones, declare it without a dependency: FastAPI would solve three more
-# per request (the check and its two header schemes), about a tenth of a dry run's cost.
-KEY_REQUIRED = {"security": [{"Bearer": []}, {"ApiKey": []}]}
-
-
 def generation_routes() -> APIRouter:
-    """One POST route per task (app/tasks.py), as the registry is when the app is built."""
+    """One POST route per task (app/tasks.py), as the registry is when the app is built. The key
+    of a POST is checked before its body is read (app/limits.py), so these routes, the hottest,
+    only declare it: a dependency would have FastAPI solve three more per request (the check and
+    its two header schemes), about a tenth of a dry run's cost."""
     router = APIRouter(generate_unique_id_function=operation_id)
     for task in TASKS.values():
         router.add_api_route(task.route, _endpoint(task), methods=["POST"], name=task.name, response_model=GenerateResponse,
-                             response_model_exclude_unset=True, responses=GENERATED, openapi_extra=KEY_REQUIRED)
+                             response_model_exclude_unset=True, responses=GENERATED, openapi_extra={"security": KEY_SECURITY})
     return router
 
 
