@@ -1,11 +1,13 @@
 """Which brand a request means: exact name or alias, then a Thai-safe fuzzy match."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
 from app.brand_schema import Brand, normalize_key
+from app.reload_pacing import unpaced
 
 
 _BITS = 128  # width of the character-set signature used by the fuzzy first pass
@@ -34,12 +36,13 @@ class BrandMatch:
 class BrandResolver:
     """Built once per brands version; lookups never touch the file."""
 
-    def __init__(self, brands: list[Brand]):
+    def __init__(self, brands: list[Brand], pace: Callable[[], None] = unpaced):
         # key -> (brand index, "exact" or "alias", the label as written). Only strings and ints
         # in the tuples: the garbage collector stops tracking them, which matters at 40k keys.
         self._brands = tuple(brands)
         self._by_key: dict[str, tuple[int, str, str]] = {}
         for i, brand in enumerate(self._brands):
+            pace()  # see app/reload_pacing.py
             self._by_key[normalize_key(brand.name)] = (i, "exact", brand.name)
             for alias in brand.aliases:
                 self._by_key.setdefault(normalize_key(alias), (i, "alias", alias))

@@ -3,7 +3,9 @@
 import unicodedata
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from app.reload_pacing import unpaced
 
 
 _KEYS: dict[str, str] = {}  # label -> key, for short strings: names, aliases and hashtags
@@ -68,6 +70,14 @@ class Brand(_Strict):
     def _hashtags_start_with_hash(cls, value: list[str]) -> list[str]:
         return [tag if tag.startswith("#") else f"#{tag}" for tag in value if tag.strip("# ")]
 
+    @model_validator(mode="after")
+    def _pace(self, info: ValidationInfo) -> "Brand":
+        # A point where a reload gives way to requests (see app/reload_pacing.py): parsing is
+        # most of a reload, in one call that only comes back to Python here, once per brand.
+        if info.context:
+            info.context["pace"]()
+        return self
+
     @property
     def all_names(self) -> list[str]:
         return [self.name, *self.aliases]
@@ -77,9 +87,11 @@ class BrandFile(_Strict):
     brands: list[Brand] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _names_unique(self) -> "BrandFile":
+    def _names_unique(self, info: ValidationInfo) -> "BrandFile":
         owner: dict[str, str] = {}
+        pace = info.context["pace"] if info.context else unpaced
         for brand in self.brands:
+            pace()
             for label in brand.all_names:
                 key = normalize_key(label)
                 if not key:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from app.brand_resolver import BrandResolver
 from app.checks import LeakIndex
 from app.brand_schema import Brand, BrandFile, BrandFileError, describe_validation_error
+from app.reload_pacing import ReloadPacer, unpaced
 from app.retrieval import BrandRetriever
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,16 @@ class ReloadError:
 _BARE_LIST = re.compile(rb"[ \t\n\r]*\[")  # JSON whitespace, then a top-level list
 
 
-def parse_brands(raw: bytes, source: str) -> BrandFile:
+def parse_brands(raw: bytes, source: str, pace: Callable[[], None] = unpaced) -> BrandFile:
     """Validate a whole brands file; the error names the file, the brand and the field."""
+    context = {"pace": pace}
     try:
         # Fast path for a good file: pydantic reads the JSON itself, skipping json.loads' dicts
         # and lists (~100k short-lived objects for 10k brands, which cost garbage-collector time
         # as well). Anything it rejects goes through the path below, which words the error.
-        return BrandFile.model_validate_json(b'{"brands":' + raw + b"}" if _BARE_LIST.match(raw) else raw)
+        return BrandFile.model_validate_json(
+            b'{"brands":' + raw + b"}" if _BARE_LIST.match(raw) else raw, context=context
+        )
     except ValueError:  # ValidationError and UnicodeDecodeError included
         pass
     try:
@@ -69,7 +73,7 @@ def parse_brands(raw: bytes, source: str) -> BrandFile:
         data = {"brands": data}
     _name_bare_products(data)
     try:
-        return BrandFile.model_validate(data)
+        return BrandFile.model_validate(data, context=context)
     except ValidationError as exc:
         raise BrandFileError(f"{source}: {describe_validation_error(exc, data)}") from exc
     except ValueError as exc:
@@ -87,7 +91,9 @@ def _name_bare_products(data) -> None:
             brand["products"] = [{"name": item} if isinstance(item, str) else item for item in products]
 
 
-def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandSnapshot:
+def build_snapshot(
+    raw: bytes, source: str, digest: str | None = None, pace: Callable[[], None] = unpaced
+) -> BrandSnapshot:
     # A 10,000-brand file makes millions of objects, and the collector's passes over them (and
     # over the snapshot still served) took 40% of a reload. A snapshot holds no reference
     # cycles (a test keeps it so), so it is built with the collector paused and then frozen:
@@ -95,16 +101,16 @@ def build_snapshot(raw: bytes, source: str, digest: str | None = None) -> BrandS
     collecting = gc.isenabled()
     gc.disable()
     try:
-        brands = parse_brands(raw, source).brands
+        brands = parse_brands(raw, source, pace).brands
         digest = digest or hashlib.sha256(raw).hexdigest()
         return BrandSnapshot(
             brands=tuple(brands),
             version=digest[:12],
             sha256=digest,
             loaded_at=time.time(),
-            resolver=BrandResolver(brands),
+            resolver=BrandResolver(brands, pace),
             retriever=BrandRetriever(),
-            leaks=LeakIndex(brands),
+            leaks=LeakIndex(brands, pace),
         )
     finally:
         if collecting:
@@ -148,6 +154,7 @@ class BrandStore:
         self.snapshot: BrandSnapshot | None = None
         self.last_error: ReloadError | None = None
         self._on_reload = on_reload or (lambda ok: None)
+        self.pacer = ReloadPacer()  # requests enter it around brand work; reloads give way to them
 
     def load(self) -> BrandSnapshot:
         """First load; raises BrandFileError so a bad file stops startup."""
@@ -162,7 +169,8 @@ class BrandStore:
             if self.snapshot is not None and digest == self.snapshot.sha256:
                 self.last_error = None  # e.g. a bad write was reverted to the served content
                 return False
-            snapshot = build_snapshot(raw, str(self.path), digest)
+            with self.pacer.reloading():
+                snapshot = build_snapshot(raw, str(self.path), digest, self.pacer.pace)
         except BrandFileError as exc:
             if count_failure:
                 log.error("brands reload failed, still serving version %s: %s", self.version, exc)

@@ -7,7 +7,7 @@ collapsed) so text and brand terms meet in the same shape.
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only 
 
 from app.brand_schema import Brand, normalize_key
 from app.platforms import check_platform
+from app.reload_pacing import unpaced
 from app.thai import hashtags, thai_ratio
 
 _THAI = re.compile(r"[\u0E00-\u0E7F]")
@@ -88,11 +89,12 @@ def _own_terms(brand: Brand) -> set[str]:
 class LeakIndex:
     """Names, aliases and signature hashtags of every brand; built once per brands version."""
 
-    def __init__(self, brands: Sequence[Brand]):
+    def __init__(self, brands: Sequence[Brand], pace: Callable[[], None] = unpaced):
         self._names: dict[str, list[tuple[str, str]]] = {}  # key -> [(brand, label as written)]
         self._tags: dict[str, list[tuple[str, str]]] = {}
         self._own: dict[str, set[str]] = {}
         for brand in brands:
+            pace()  # see app/reload_pacing.py
             self._own[normalize_key(brand.name)] = _own_terms(brand)
             for label in brand.all_names:
                 key = normalize_key(label)

@@ -81,11 +81,13 @@ class DirectorService:
     async def _prepared(self, req) -> Prepared:
         """prepare(), with a brand's first-use work (its index and token counts, ~10 ms) done in a
         thread: on the event loop it would hold up every other request, /health included."""
-        snapshot = self._snapshot()
-        match = self.resolve(snapshot, req.brand)
+        with self.store.pacer:  # brand work: a reload running meanwhile gives way to it
+            snapshot = self._snapshot()
+            match = self.resolve(snapshot, req.brand)
         if self.prompter is not None:
             await self._warm_brand(snapshot, match.brand, self.prompter)
-        return self.prepare(req, snapshot, match)
+        with self.store.pacer:
+            return self.prepare(req, snapshot, match)
 
     async def warm(self, limit: int = WARM_BRANDS) -> int:
         """Do the first-use work of the snapshot served now, brand by brand, in a thread: after a
@@ -207,7 +209,8 @@ class DirectorService:
         """The generated part of the body: the first on-brand candidate, else the best scored."""
         leaks = p.snapshot.leaks
         platform = getattr(req, "platform", None)  # a task may have no platform field
-        reports = [check_text(r.text, p.match.brand, platform, leaks) for r in results]
+        with self.store.pacer:
+            reports = [check_text(r.text, p.match.brand, platform, leaks) for r in results]
         chosen = next((i for i, rep in enumerate(reports) if rep.on_brand), None)
         if chosen is None:
             chosen = max(range(len(reports)), key=lambda i: reports[i].score)
@@ -370,9 +373,10 @@ class DirectorService:
         }
 
     def check(self, req: CheckRequest) -> CheckResponse:
-        snapshot = self._snapshot()
-        match = self.resolve(snapshot, req.brand)
-        report = check_text(req.text, match.brand, req.platform, snapshot.leaks)
+        with self.store.pacer:
+            snapshot = self._snapshot()
+            match = self.resolve(snapshot, req.brand)
+            report = check_text(req.text, match.brand, req.platform, snapshot.leaks)
         return CheckResponse(
             brand=match.brand.name, brand_version=snapshot.version, brand_match=match.summary(), checks=report,
         )

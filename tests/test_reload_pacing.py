@@ -1,0 +1,110 @@
+"""A brands reload gives way to requests' brand work, and still finishes while they never stop."""
+
+import json
+import sys
+import threading
+import time
+
+from app.brand_store import BrandStore, build_snapshot
+from app.reload_pacing import ReloadPacer
+from test_api import make_client, wait_ready
+
+
+def brands(n: int) -> list[dict]:
+    return [
+        {"name": f"Brand{i}", "aliases": [f"แบรนด์{i}"], "hashtags": [f"#B{i}"],
+         "products": [{"name": f"สินค้า {i}", "description": "กาแฟคั่วเข้ม " * 5}],
+         "example_posts": [f"โพสต์ตัวอย่างของ Brand{i} #B{i}"]}
+        for i in range(n)
+    ]
+
+
+def test_pace_naps_only_while_brand_work_is_under_way():
+    pacer = ReloadPacer(nap_s=0.0001, slice_s=60.0)
+    pacer.pace()
+    assert pacer.naps == 0  # nothing to give way to: full speed
+    with pacer:
+        with pacer:  # two requests at once
+            pacer.pace()
+            assert pacer.naps == 1
+            pacer.pace()  # the slice after a nap is the reload's own
+            assert pacer.naps == 1
+        assert pacer.active == 1
+    assert pacer.active == 0
+    pacer = ReloadPacer(nap_s=0.0001, slice_s=0.0)
+    with pacer:
+        pacer.pace()
+        pacer.pace()
+    assert pacer.naps == 2
+
+
+def test_the_switch_interval_is_shortened_for_the_reloads_and_restored_after_the_last():
+    before = sys.getswitchinterval()
+    pacer = ReloadPacer(switch_s=0.0005)
+    first, second = pacer.reloading(), pacer.reloading()
+    with first:
+        assert sys.getswitchinterval() == 0.0005
+        second.__enter__()
+    assert sys.getswitchinterval() == 0.0005  # the other reload still runs
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
+
+
+def test_every_stage_of_a_build_paces_and_the_result_is_the_same():
+    raw = json.dumps({"brands": brands(300)}, ensure_ascii=False).encode()
+    calls = []
+    paced = build_snapshot(raw, "brands.json", pace=lambda: calls.append(sys._getframe(1).f_code.co_name))
+    plain = build_snapshot(raw, "brands.json")
+    # Each brand validated, its names checked, resolved and indexed for leaks.
+    assert {name: calls.count(name) for name in set(calls)} == {
+        "_pace": 300, "_names_unique": 300, "__init__": 600,
+    }
+    assert paced.brands == plain.brands and paced.sha256 == plain.sha256
+    assert paced.resolver._by_key == plain.resolver._by_key and paced.leaks._names == plain.leaks._names
+
+
+def test_a_reload_under_endless_brand_work_gives_way_yet_finishes(tmp_path):
+    """Requests that never stop (a saturating load) must not stop a reload: after each nap
+    it keeps a slice of work, so it finishes however busy the loop is."""
+    path = tmp_path / "brands.json"
+    path.write_text(json.dumps({"brands": brands(5)}), encoding="utf-8")
+    store = BrandStore(path)
+    store.load()
+    path.write_text(json.dumps({"brands": brands(400)}, ensure_ascii=False), encoding="utf-8")
+    done = []
+    reloader = threading.Thread(target=lambda: done.append(store.reload()))
+    switch = sys.getswitchinterval()
+    with store.pacer:  # brand work under way on this thread for the whole reload
+        reloader.start()
+        spins, deadline = 0, time.monotonic() + 300  # a reload starved for good fails, not hangs
+        while reloader.is_alive() and time.monotonic() < deadline:
+            spins += sum(range(200)) > 0  # Python work holding the GIL, as a request's does
+    reloader.join()
+    assert done == [True] and len(store.snapshot.brands) == 400
+    assert store.pacer.naps > 0 and spins > 0
+    assert sys.getswitchinterval() == switch
+
+
+def test_requests_brand_work_runs_inside_the_pacer(brands_file, tiny_tokenizer, monkeypatch):
+    """prepare and the checks enter the store's pacer: that is what a reload gives way to."""
+    import app.service
+
+    client, _ = make_client(brands_file, tiny_tokenizer)
+    with client:
+        wait_ready(client)
+        service = client.app.state.service
+        pacer, seen = service.store.pacer, []
+
+        def watched(name, real):
+            def call(*args, **kwargs):
+                seen.append((name, pacer.active))
+                return real(*args, **kwargs)
+            return call
+
+        monkeypatch.setattr(service, "prepare", watched("prepare", service.prepare))
+        monkeypatch.setattr(app.service, "check_text", watched("check", app.service.check_text))
+        r = client.post("/caption", json={"brand": "CoffeeLab", "context": "เมนูใหม่", "platform": "instagram"})
+        assert r.status_code == 200, r.text
+        r = client.post("/check", json={"brand": "CoffeeLab", "text": "กาแฟใหม่ #CoffeeLab"})
+        assert r.status_code == 200, r.text
+    assert seen == [("prepare", 1), ("check", 1), ("check", 1)] and pacer.active == 0
