@@ -92,10 +92,8 @@ class LeakIndex:
     def __init__(self, brands: Sequence[Brand], pace: Callable[[], None] = unpaced):
         self._names: dict[str, list[tuple[str, str]]] = {}  # key -> [(brand, label as written)]
         self._tags: dict[str, list[tuple[str, str]]] = {}
-        self._own: dict[str, set[str]] = {}
         for brand in brands:
             pace()  # see app/reload_pacing.py
-            self._own[normalize_key(brand.name)] = _own_terms(brand)
             for label in brand.all_names:
                 key = normalize_key(label)
                 if key and (len(key) >= _MIN_THAI_LEAK or not _THAI.search(key)):
@@ -104,10 +102,12 @@ class LeakIndex:
                 self._tags.setdefault(normalize_key(tag), []).append((brand.name, tag))
         self._terms = _Terms(self._names)
 
-    def find(self, text: str, exclude: str) -> list[dict]:
-        """Other brands named in `text`: [{"brand": name, "found": [labels as the brand writes them]}]."""
-        excluded = normalize_key(exclude)
-        own = self._own.get(excluded, set())
+    def find(self, text: str, brand: Brand) -> list[dict]:
+        """Brands other than `brand` named in `text`: [{"brand": name, "found": [labels as the
+        brand writes them]}]. A term `brand` shares (a common hashtag) is not a leak; its terms
+        are read from the record passed, so an edit since the index was built counts too."""
+        excluded = normalize_key(brand.name)
+        own = _own_terms(brand)
         flat = normalize_key(text)
         hits = [(self._names, key) for key in self._terms.findall(flat)]
         hits += [(self._tags, normalize_key(tag)) for tag in hashtags(text)]
@@ -115,10 +115,10 @@ class LeakIndex:
         for table, key in hits:
             if key in own:  # shared with the brand being checked: not a leak
                 continue
-            for brand, label in table.get(key, ()):
-                if normalize_key(brand) != excluded and label not in found.setdefault(brand, []):
-                    found[brand].append(label)
-        return [{"brand": brand, "found": labels} for brand, labels in found.items() if labels]
+            for other, label in table.get(key, ()):
+                if normalize_key(other) != excluded and label not in found.setdefault(other, []):
+                    found[other].append(label)
+        return [{"brand": other, "found": labels} for other, labels in found.items() if labels]
 
 
 # TypedDicts, not models: the values stay plain dicts for the code that reads them, and the
@@ -184,11 +184,7 @@ def check_text(
 
     others = []
     if leaks is not None:
-        own = _own_terms(brand)  # also guards a brand edited since the index was built
-        for hit in leaks.find(text, brand.name):
-            kept = [label for label in hit["found"] if normalize_key(label) not in own]
-            if kept:
-                others.append({"brand": hit["brand"], "found": kept})
+        others = leaks.find(text, brand)
 
     ratio = round(thai_ratio(text), 3)
     checks = [  # (name, passed, reason if not)

@@ -60,7 +60,7 @@ def test_clean_caption_passes(leaks):
 
 def test_leaks_through_thai_alias_and_signature_hashtag(leaks):
     text = "TechZone ชวนนั่งเล่นเกมที่คอฟฟี่แล็บ #กาแฟดริป #เกมมิ่ง"
-    found = leaks.find(text, "TechZone")
+    found = leaks.find(text, TECHZONE)
     assert {"brand": "CoffeeLab", "found": ["คอฟฟี่แล็บ", "#กาแฟดริป"]} in found
     # #กาแฟดริป is also DripHouse's signature tag: it leaks that brand too
     assert {"brand": "DripHouse", "found": ["#กาแฟดริป"]} in found
@@ -68,7 +68,7 @@ def test_leaks_through_thai_alias_and_signature_hashtag(leaks):
 
 
 def test_name_inside_a_hashtag_leaks(leaks):
-    assert leaks.find("เทคโซนรักษ์โลก #GreenLeaf", "TechZone") == [{"brand": "GreenLeaf", "found": ["GreenLeaf"]}]
+    assert leaks.find("เทคโซนรักษ์โลก #GreenLeaf", TECHZONE) == [{"brand": "GreenLeaf", "found": ["GreenLeaf"]}]
 
 
 def test_term_shared_with_checked_brand_is_not_a_leak(leaks):
@@ -80,15 +80,15 @@ def test_term_shared_with_checked_brand_is_not_a_leak(leaks):
 
 def test_latin_alias_needs_word_boundaries(leaks):
     text = "CoffeeLab ชวนชิมกาแฟดริป Labs และ Labrador ไม่ใช่แบรนด์ #CoffeeLab"
-    assert leaks.find(text, "CoffeeLab") == []
+    assert leaks.find(text, COFFEELAB) == []
     assert check_text(text, COFFEELAB, leaks=leaks).on_brand
     # the same alias standing alone, or touching Thai letters, is a leak
-    assert leaks.find("CoffeeLab ชวนไปที่ Lab ของเรา", "CoffeeLab")[0]["brand"] == "LabPro"
-    assert leaks.find("CoffeeLab ชวนไปLabของเรา", "CoffeeLab")[0]["brand"] == "LabPro"
+    assert leaks.find("CoffeeLab ชวนไปที่ Lab ของเรา", COFFEELAB)[0]["brand"] == "LabPro"
+    assert leaks.find("CoffeeLab ชวนไปLabของเรา", COFFEELAB)[0]["brand"] == "LabPro"
 
 
 def test_short_thai_alias_is_not_a_leak(leaks):
-    assert leaks.find("TechZone โอกาสดีแบบนี้ต้องรีบ", "TechZone") == []
+    assert leaks.find("TechZone โอกาสดีแบบนี้ต้องรีบ", TECHZONE) == []
 
 
 def test_thai_alias_counts_as_mention():
@@ -118,8 +118,8 @@ def test_tone_mark_makes_a_different_word(leaks):
     # "ฟิตโก้" starts with "ฟิตโก" but the tone mark makes it another word
     assert not check_text("ฟิตโก้พาวิ่งตอนเช้า", FITGO).brand_mentioned
     assert check_text("ฟิตโกพาวิ่งตอนเช้า", FITGO).brand_mentioned
-    assert leaks.find("TechZone ชวนฟิตโก้มาเล่นเกม", "TechZone") == []
-    assert leaks.find("TechZone ชวนฟิตโกมาเล่นเกม", "TechZone") == [{"brand": "FitGo", "found": ["ฟิตโก"]}]
+    assert leaks.find("TechZone ชวนฟิตโก้มาเล่นเกม", TECHZONE) == []
+    assert leaks.find("TechZone ชวนฟิตโกมาเล่นเกม", TECHZONE) == [{"brand": "FitGo", "found": ["ฟิตโก"]}]
 
 
 def test_hashtags_with_thai_marks_extracted_whole_and_classified():
