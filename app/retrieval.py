@@ -13,7 +13,6 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from threading import Lock
 
 import bm25s
 
@@ -22,6 +21,7 @@ from app.prompts import (
     BLOCK_HEADER, SECTION_HEADERS, BrandContext, Retrieved, brand_block, item_line, neutralize, product_line,
     profile_lines,
 )
+from app.reload_pacing import unpaced
 from app.thai import Dictionary, build_dictionary, tokenize
 
 _THAI = re.compile("[\u0e00-\u0e7f]")
@@ -38,16 +38,17 @@ class BrandRetriever:
     """
 
     def __init__(self):
+        # Filled from the warm-up thread and read on the loop, without a lock: a dict's get and
+        # setdefault are atomic, and the loop must never wait for a build in another thread.
+        # Two threads building one brand at once keep the first; the other's work is dropped.
         self._indexes: dict[str, _Index] = {}
         self._costs: dict[tuple[str, Callable], _Costs] = {}
-        self._lock = Lock()
 
-    def _index(self, brand: Brand) -> "_Index":
-        with self._lock:
-            cached = self._indexes.get(brand.name)
-            if cached is None:
-                cached = self._indexes[brand.name] = _Index.build(brand)
-            return cached
+    def _index(self, brand: Brand, pace: Callable[[], None] = unpaced) -> "_Index":
+        cached = self._indexes.get(brand.name)
+        if cached is None:
+            cached = self._indexes.setdefault(brand.name, _Index.build(brand, pace))
+        return cached
 
     def _ranked(self, brand: Brand, query: str) -> list[tuple[int, str, Retrieved]]:
         """(item index, kind, item) for every product and example post, best match first."""
@@ -61,23 +62,25 @@ class BrandRetriever:
         """Every product and example post of `brand`, best match for `query` first."""
         return [(kind, item) for _, kind, item in self._ranked(brand, query)]
 
-    def _costs_of(self, brand: Brand, count_tokens: Callable[[str], int]) -> "_Costs":
+    def _costs_of(
+        self, brand: Brand, count_tokens: Callable[[str], int], pace: Callable[[], None] = unpaced
+    ) -> "_Costs":
         key = (brand.name, count_tokens)  # bound methods of one tokenizer compare equal
         costs = self._costs.get(key)
         if costs is None:
-            items = self._index(brand).items
+            items = self._index(brand, pace).items
             profile = "\n".join([BLOCK_HEADER, *profile_lines(brand)])
-            costs = _Costs.count(profile, [item_line(kind, text) for kind, text in items], count_tokens)
-            with self._lock:
-                self._costs[key] = costs
+            lines = [item_line(kind, text) for kind, text in items]
+            costs = self._costs.setdefault(key, _Costs.count(profile, lines, count_tokens, pace))
         return costs
 
     def is_warm(self, brand: Brand, count_tokens: Callable[[str], int]) -> bool:
         return (brand.name, count_tokens) in self._costs
 
-    def warm(self, brand: Brand, count_tokens: Callable[[str], int]) -> None:
-        """Build the brand's index and token counts now, rather than on its first request."""
-        self._costs_of(brand, count_tokens)
+    def warm(self, brand: Brand, count_tokens: Callable[[str], int], pace: Callable[[], None] = unpaced) -> None:
+        """Build the brand's index and token counts now, rather than on its first request; in a
+        thread, with `pace` giving way to requests (see app/reload_pacing.py)."""
+        self._costs_of(brand, count_tokens, pace)
 
     def context(
         self, brand: Brand, query: str, count_tokens: Callable[[str], int], budget: int
@@ -148,7 +151,7 @@ class _Index:
     weights: array  # its weight, float32
 
     @classmethod
-    def build(cls, brand: Brand) -> "_Index":
+    def build(cls, brand: Brand, pace: Callable[[], None] = unpaced) -> "_Index":
         items = [("product", product_line(p)) for p in brand.products]
         items += [("example", post) for post in brand.example_posts]
         names = [*brand.all_names, *(p.name for p in brand.products)]
@@ -156,7 +159,10 @@ class _Index:
         # one token that a query saying "gaming mouse" never matches. Only Thai words need the
         # dictionary; newmm already splits Latin text at spaces and script changes.
         dictionary = build_dictionary({w for name in names for w in name.split() if _THAI.search(w)})
-        docs = [tokenize(text, dictionary) for _, text in items]
+        # Segmenting is most of a build, a few ms of Python per post: it paces at every word
+        # newmm looks up, so that a request's brand work never waits for a whole post.
+        segmenting = dictionary if pace is unpaced else _Paced(dictionary, pace)
+        docs = [tokenize(text, segmenting) for _, text in items]
         if not any(docs):
             return cls(items, dictionary, {}, [0], [], array("f"))
         bm25 = bm25s.BM25()
@@ -181,6 +187,27 @@ class _Index:
         return sums.tolist()
 
 
+class _Paced:
+    """A dictionary that paces at each look-up newmm makes: the only way back into Python
+    from deep inside its segmenting of one text."""
+
+    def __init__(self, dictionary: Dictionary, pace: Callable[[], None]):
+        self._dictionary, self._pace = dictionary, pace
+
+    def prefixes(self, text: str, start: int = 0) -> list[str]:
+        self._pace()
+        return self._dictionary.prefixes(text, start)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._dictionary
+
+    def __len__(self) -> int:
+        return len(self._dictionary)
+
+    def __iter__(self):
+        return iter(self._dictionary)
+
+
 @dataclass(frozen=True)
 class _Line:
     with_newline: int  # tokens of the line followed by "\n"
@@ -196,8 +223,12 @@ class _Costs:
     items: list[_Line]
 
     @classmethod
-    def count(cls, profile: str, item_lines: list[str], count_tokens: Callable[[str], int]) -> "_Costs":
+    def count(
+        cls, profile: str, item_lines: list[str], count_tokens: Callable[[str], int],
+        pace: Callable[[], None] = unpaced,
+    ) -> "_Costs":
         def line(text: str) -> _Line:
+            pace()
             text = neutralize(text)
             return _Line(count_tokens(text + "\n"), count_tokens(text))
 

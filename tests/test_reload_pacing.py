@@ -4,10 +4,13 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 from app.brand_store import BrandStore, build_snapshot
 from app.reload_pacing import ReloadPacer
 from test_api import make_client, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def brands(n: int) -> list[dict]:
@@ -108,3 +111,60 @@ def test_requests_brand_work_runs_inside_the_pacer(brands_file, tiny_tokenizer, 
         r = client.post("/check", json={"brand": "CoffeeLab", "text": "กาแฟใหม่ #CoffeeLab"})
         assert r.status_code == 200, r.text
     assert seen == [("prepare", 1), ("check", 1), ("check", 1)] and pacer.active == 0
+
+
+def test_a_paced_warm_up_builds_the_same_index_and_paces_inside_segmenting():
+    from app.brand_store import parse_brands
+    from app.retrieval import BrandRetriever
+
+    brand = parse_brands((REPO / "brands" / "brands.json").read_bytes(), "brands.json").brands[0]
+    count = len  # any token counter: the counts only have to agree
+    calls, paced, plain = [], BrandRetriever(), BrandRetriever()
+    paced.warm(brand, count, lambda: calls.append(1))
+    plain.warm(brand, count)
+    assert paced._index(brand).rows == plain._index(brand).rows
+    assert paced._index(brand).weights == plain._index(brand).weights
+    assert paced._costs_of(brand, count) == plain._costs_of(brand, count)
+    # a pace per word newmm looks up: many per post, so a request never waits for a whole post
+    assert len(calls) > 5 * len(plain._index(brand).items)
+
+
+def test_the_loop_never_waits_for_a_brand_being_built_in_another_thread():
+    """A warm-up paused mid-build (naps, or the GIL) must not hold up another brand's request."""
+    from app.brand_store import parse_brands
+    from app.retrieval import BrandRetriever
+
+    first, second = parse_brands((REPO / "brands" / "brands.json").read_bytes(), "brands.json").brands[:2]
+    retriever = BrandRetriever()
+    retriever.warm(second, len)
+    inside, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        inside.set()
+        release.wait(30)
+
+    builder = threading.Thread(target=retriever.warm, args=(first, len, stuck))
+    builder.start()
+    try:
+        assert inside.wait(30)
+        answered = []
+        request = threading.Thread(target=lambda: answered.append(retriever.context(second, "กาแฟ", len, 400)))
+        request.start()
+        request.join(10)
+        assert answered, "a request for a warm brand waited for another brand's build"
+    finally:
+        release.set()
+        builder.join()
+    assert retriever.is_warm(first, len)
+
+
+def test_the_services_background_warm_up_gives_way_to_brand_work(brands_file, tiny_tokenizer):
+    client, _ = make_client(brands_file, tiny_tokenizer)
+    with client:
+        wait_ready(client)
+        service = client.app.state.service
+        service.store.snapshot = build_snapshot(brands_file.read_bytes(), str(brands_file))  # nothing warm
+        pacer = service.store.pacer
+        with pacer:  # brand work under way all along
+            warmed = client.portal.call(service.warm)
+        assert warmed == len(service.store.snapshot.brands) and pacer.naps > 0
