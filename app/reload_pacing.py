@@ -7,13 +7,15 @@ was 5-6x the idle one. A shorter interval alone shares the GIL fairly, which sti
 the request. So the reload is polite instead: at points in its work (each brand validated
 or indexed) it looks whether brand work is under way on the loop and, if so, naps, which
 releases the GIL to it. After each nap it keeps the GIL for a short slice, so under a
-saturating load it still gets about a sixth of the time and always finishes; between
+saturating load it still gets about a tenth of the time and always finishes; between
 requests it runs at full speed.
 """
 
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 NAP_S = 0.0005  # the reload's nap while brand work runs: about half a request's brand work
 SLICE_S = 0.0001  # its work between naps: at least one brand, however busy the loop
@@ -25,7 +27,7 @@ def unpaced() -> None:
 
 
 class ReloadPacer:
-    """`serving` is entered by the loop around brand work; `pace` is called by the reload."""
+    """Requests enter it (`with pacer:`) around their brand work; a reload calls `pace`."""
 
     def __init__(self, nap_s: float = NAP_S, slice_s: float = SLICE_S, switch_s: float = SWITCH_S):
         self.nap_s, self.slice_s, self.switch_s = nap_s, slice_s, switch_s
@@ -51,27 +53,20 @@ class ReloadPacer:
             self.naps += 1
             self._resume = time.perf_counter() + self.slice_s
 
-    def reloading(self) -> "_Reloading":
+    @contextmanager
+    def reloading(self) -> Iterator[None]:
         """Around a whole reload: the shorter switch interval, so that a request arriving while
-        the reload holds the GIL waits for it at most that long, not 5 ms."""
-        return _Reloading(self)
-
-
-class _Reloading:
-    def __init__(self, pacer: ReloadPacer):
-        self._pacer = pacer
-
-    def __enter__(self) -> None:
-        pacer = self._pacer
-        with pacer._lock:  # overlapping reloads: the first sets the interval, the last restores it
-            if pacer._reloads == 0:
-                pacer._interval = sys.getswitchinterval()
-                sys.setswitchinterval(min(pacer._interval, pacer.switch_s))
-            pacer._reloads += 1
-
-    def __exit__(self, *exc) -> None:
-        pacer = self._pacer
-        with pacer._lock:
-            pacer._reloads -= 1
-            if pacer._reloads == 0:
-                sys.setswitchinterval(pacer._interval)
+        the reload holds the GIL waits for it at most that long, not 5 ms. Overlapping reloads
+        (a warm-up and a reload): the first sets it, the last restores it."""
+        with self._lock:
+            if self._reloads == 0:
+                self._interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._interval, self.switch_s))
+            self._reloads += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reloads -= 1
+                if self._reloads == 0:
+                    sys.setswitchinterval(self._interval)

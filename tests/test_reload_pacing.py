@@ -44,8 +44,8 @@ def test_pace_naps_only_while_brand_work_is_under_way():
 def test_the_switch_interval_is_shortened_for_the_reloads_and_restored_after_the_last():
     before = sys.getswitchinterval()
     pacer = ReloadPacer(switch_s=0.0005)
-    first, second = pacer.reloading(), pacer.reloading()
-    with first:
+    second = pacer.reloading()
+    with pacer.reloading():
         assert sys.getswitchinterval() == 0.0005
         second.__enter__()
     assert sys.getswitchinterval() == 0.0005  # the other reload still runs
