@@ -36,16 +36,22 @@ class BrandMatch:
 class BrandResolver:
     """Built once per brands version; lookups never touch the file."""
 
-    def __init__(self, brands: list[Brand], pace: Callable[[], None] = unpaced):
-        # key -> (brand index, "exact" or "alias", the label as written). Only strings and ints
-        # in the tuples: the garbage collector stops tracking them, which matters at 40k keys.
+    def __init__(
+        self, brands: list[Brand], pace: Callable[[], None] = unpaced,
+        keys: dict[str, tuple[int, str, str]] | None = None,
+    ):
+        # key -> (brand index, "exact" or "alias", the label as written), as the brands file's
+        # validation made it (BrandFile.name_keys), else made here. Only strings and ints in the
+        # tuples: the garbage collector stops tracking them, which matters at 40k keys.
         self._brands = tuple(brands)
-        self._by_key: dict[str, tuple[int, str, str]] = {}
-        for i, brand in enumerate(self._brands):
-            pace()  # see app/reload_pacing.py
-            self._by_key[normalize_key(brand.name)] = (i, "exact", brand.name)
-            for alias in brand.aliases:
-                self._by_key.setdefault(normalize_key(alias), (i, "alias", alias))
+        if keys is None:
+            keys = {}
+            for i, brand in enumerate(self._brands):
+                pace()  # see app/reload_pacing.py
+                keys[normalize_key(brand.name)] = (i, "exact", brand.name)
+                for alias in brand.aliases:
+                    keys.setdefault(normalize_key(alias), (i, "alias", alias))
+        self._by_key = keys
         self._keys = list(self._by_key)
         # A cheap, exact first pass for the fuzzy match (see _candidates): each key's length and
         # which characters it contains, as a 128-bit set in two uint64 words. The 127 most common

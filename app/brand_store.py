@@ -102,14 +102,15 @@ def build_snapshot(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        brands = parse_brands(raw, source, pace).brands
+        parsed = parse_brands(raw, source, pace)
+        brands = parsed.brands
         digest = digest or hashlib.sha256(raw).hexdigest()
         return BrandSnapshot(
             brands=tuple(brands),
             version=digest[:12],
             sha256=digest,
             loaded_at=time.time(),
-            resolver=BrandResolver(brands, pace),
+            resolver=BrandResolver(brands, pace, parsed.name_keys),
             retriever=BrandRetriever(),
             leaks=LeakIndex(brands, pace),
         )

@@ -62,6 +62,26 @@ def test_colliding_alias_makes_the_file_invalid():
         parse(data)
 
 
+def test_a_brand_in_the_file_twice_is_named_with_both_records():
+    data = {"brands": [{"name": "GlowLab"}, {"name": "TechZone"}, {"name": "glowlab", "tone": ["สดใส"]}]}
+    with pytest.raises(BrandFileError, match=r"brand 'glowlab' is in the file twice \(records #1 and #3\); merge them"):
+        parse(data)
+
+
+def test_the_name_keys_made_while_validating_are_the_resolvers_own():
+    """The resolver takes the keys validation made instead of normalizing every name again:
+    they must be what it would have made itself, for the shipped file and for tricky names."""
+    from app.brand_resolver import BrandResolver
+
+    tricky = {"brands": [
+        {"name": "GlowLab", "aliases": ["glowlab", "โกลว์แล็บ", "Glow  Lab", "โกลว์แล็บ"]},
+        {"name": "\u00e9clair", "aliases": ["ฟิตโก้"]}, {"name": "ฟิตโก", "aliases": [" FITGO "]},
+    ]}
+    for raw in ((REPO / "brands" / "brands.json").read_bytes(), json.dumps(tricky, ensure_ascii=False).encode()):
+        parsed = parse_brands(raw, "brands.json")
+        assert parsed.name_keys == BrandResolver(parsed.brands)._by_key
+
+
 def test_collision_uses_nfc():
     decomposed = "e\u0301clair"  # é as e + combining accent
     with pytest.raises(BrandFileError, match="already used"):
