@@ -1,13 +1,12 @@
 """Which brand a request means: exact name or alias, then a Thai-safe fuzzy match."""
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from app.brand_schema import Brand, normalize_key
-from app.reload_pacing import unpaced
+from app.brand_schema import Brand, name_keys, normalize_key
 
 
 _BITS = 128  # width of the character-set signature used by the fuzzy first pass
@@ -36,22 +35,12 @@ class BrandMatch:
 class BrandResolver:
     """Built once per brands version; lookups never touch the file."""
 
-    def __init__(
-        self, brands: list[Brand], pace: Callable[[], None] = unpaced,
-        keys: dict[str, tuple[int, str, str]] | None = None,
-    ):
-        # key -> (brand index, "exact" or "alias", the label as written), as the brands file's
-        # validation made it (BrandFile.name_keys), else made here. Only strings and ints in the
-        # tuples: the garbage collector stops tracking them, which matters at 40k keys.
+    def __init__(self, brands: Sequence[Brand], keys: dict[str, tuple[int, str, str]] | None = None):
+        # key -> (brand index, "exact" or "alias", the label as written): name_keys(brands), as
+        # the brands file's validation made it. Only strings and ints in the tuples: the garbage
+        # collector stops tracking them, which matters at 40k keys.
         self._brands = tuple(brands)
-        if keys is None:
-            keys = {}
-            for i, brand in enumerate(self._brands):
-                pace()  # see app/reload_pacing.py
-                keys[normalize_key(brand.name)] = (i, "exact", brand.name)
-                for alias in brand.aliases:
-                    keys.setdefault(normalize_key(alias), (i, "alias", alias))
-        self._by_key = keys
+        self._by_key = keys if keys is not None else name_keys(self._brands)
         self._keys = list(self._by_key)
         # A cheap, exact first pass for the fuzzy match (see _candidates): each key's length and
         # which characters it contains, as a 128-bit set in two uint64 words. The 127 most common

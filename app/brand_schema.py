@@ -1,6 +1,7 @@
 """The shape of `brands.json`: one record per brand, only `name` required."""
 
 import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from pydantic import (
@@ -85,39 +86,44 @@ class Brand(_Strict):
         return [self.name, *self.aliases]
 
 
+def name_keys(brands: Sequence["Brand"], pace: Callable[[], None] = unpaced) -> dict[str, tuple[int, str, str]]:
+    """Every name and alias in `normalize_key` form -> (brand index, "exact" or "alias", the
+    label as written; the first label of a brand with that key). Raises ValueError naming the
+    brands when a name or alias points to two of them: the resolver and the leak index read
+    this one map, made once per brands version."""
+    keys: dict[str, tuple[int, str, str]] = {}
+    for i, brand in enumerate(brands):
+        pace()
+        for j, label in enumerate(brand.all_names):
+            key = normalize_key(label)
+            if not key:
+                raise ValueError(f"brand {brand.name!r} has an empty alias")
+            hit = keys.get(key)
+            if hit is None:
+                keys[key] = (i, "alias" if j else "exact", label)
+            elif hit[0] != i:
+                other = brands[hit[0]].name
+                if j == 0 and normalize_key(other) == key:
+                    raise ValueError(
+                        f"brand {brand.name!r} is in the file twice (records #{hit[0] + 1} and #{i + 1}); "
+                        "merge them into one record"
+                    )
+                raise ValueError(
+                    f"brand {brand.name!r}: name or alias {label!r} is already used by brand "
+                    f"{other!r}; every name and alias must point to one brand"
+                )
+    return keys
+
+
 class BrandFile(_Strict):
     brands: list[Brand] = Field(min_length=1)
-    # Every name and alias key -> (brand index, "exact" or "alias", the label as written): made
-    # while checking that each points to one brand, and handed to the BrandResolver, which
-    # would otherwise normalize all 40k of a 10,000-brand file again (~70 ms of each reload).
+    # name_keys(brands), made while checking that each name points to one brand, and handed to
+    # the resolver and the leak index: each normalized all 40k of a 10,000-brand file again.
     _name_keys: dict[str, tuple[int, str, str]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_unique(self, info: ValidationInfo) -> "BrandFile":
-        keys: dict[str, tuple[int, str, str]] = {}
-        pace = info.context["pace"] if info.context else unpaced
-        brands = self.brands
-        for i, brand in enumerate(brands):
-            pace()
-            for j, label in enumerate(brand.all_names):
-                key = normalize_key(label)
-                if not key:
-                    raise ValueError(f"brand {brand.name!r} has an empty alias")
-                hit = keys.get(key)
-                if hit is None:
-                    keys[key] = (i, "alias" if j else "exact", label)
-                elif hit[0] != i:
-                    other = brands[hit[0]].name
-                    if j == 0 and normalize_key(other) == key:
-                        raise ValueError(
-                            f"brand {brand.name!r} is in the file twice (records #{hit[0] + 1} and #{i + 1}); "
-                            "merge them into one record"
-                        )
-                    raise ValueError(
-                        f"brand {brand.name!r}: name or alias {label!r} is already used by brand "
-                        f"{other!r}; every name and alias must point to one brand"
-                    )
-        self._name_keys = keys
+        self._name_keys = name_keys(self.brands, info.context["pace"] if info.context else unpaced)
         return self
 
     @property

@@ -110,9 +110,9 @@ def build_snapshot(
             version=digest[:12],
             sha256=digest,
             loaded_at=time.time(),
-            resolver=BrandResolver(brands, pace, parsed.name_keys),
+            resolver=BrandResolver(brands, parsed.name_keys),
             retriever=BrandRetriever(),
-            leaks=LeakIndex(brands, pace),
+            leaks=LeakIndex(brands, pace, parsed.name_keys),
         )
     finally:
         if collecting:

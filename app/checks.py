@@ -13,7 +13,7 @@ from functools import lru_cache
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
-from app.brand_schema import Brand, normalize_key
+from app.brand_schema import Brand, name_keys, normalize_key
 from app.platforms import check_platform
 from app.reload_pacing import unpaced
 from app.thai import hashtags, thai_ratio
@@ -89,15 +89,20 @@ def _own_terms(brand: Brand) -> set[str]:
 class LeakIndex:
     """Names, aliases and signature hashtags of every brand; built once per brands version."""
 
-    def __init__(self, brands: Sequence[Brand], pace: Callable[[], None] = unpaced):
-        self._names: dict[str, list[tuple[str, str]]] = {}  # key -> [(brand, label as written)]
+    def __init__(
+        self, brands: Sequence[Brand], pace: Callable[[], None] = unpaced,
+        keys: dict[str, tuple[int, str, str]] | None = None,
+    ):
+        # Names and aliases: key -> [(brand, label as written)], from name_keys(brands) (a key
+        # is one brand's), as the brands file's validation made it. Hashtags are shared freely.
+        self._names: dict[str, list[tuple[str, str]]] = {
+            key: [(brands[i].name, label)]
+            for key, (i, _, label) in (keys if keys is not None else name_keys(brands)).items()
+            if len(key) >= _MIN_THAI_LEAK or not _THAI.search(key)
+        }
         self._tags: dict[str, list[tuple[str, str]]] = {}
         for brand in brands:
             pace()  # see app/reload_pacing.py
-            for label in brand.all_names:
-                key = normalize_key(label)
-                if key and (len(key) >= _MIN_THAI_LEAK or not _THAI.search(key)):
-                    self._names.setdefault(key, []).append((brand.name, label))
             for tag in brand.hashtags:
                 self._tags.setdefault(normalize_key(tag), []).append((brand.name, tag))
         self._terms = _Terms(self._names)

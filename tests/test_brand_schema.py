@@ -68,10 +68,17 @@ def test_a_brand_in_the_file_twice_is_named_with_both_records():
         parse(data)
 
 
-def test_the_name_keys_made_while_validating_are_the_resolvers_own():
-    """The resolver takes the keys validation made instead of normalizing every name again:
-    they must be what it would have made itself, for the shipped file and for tricky names."""
-    from app.brand_resolver import BrandResolver
+def test_the_name_keys_made_while_validating_are_what_the_resolver_made_itself():
+    """The resolver and the leak index take the keys validation made instead of normalizing
+    every name again: the same map the resolver built on its own, name first, then aliases."""
+
+    def resolvers_own(brands):
+        keys = {}
+        for i, brand in enumerate(brands):
+            keys[normalize_key(brand.name)] = (i, "exact", brand.name)
+            for alias in brand.aliases:
+                keys.setdefault(normalize_key(alias), (i, "alias", alias))
+        return keys
 
     tricky = {"brands": [
         {"name": "GlowLab", "aliases": ["glowlab", "โกลว์แล็บ", "Glow  Lab", "โกลว์แล็บ"]},
@@ -79,7 +86,7 @@ def test_the_name_keys_made_while_validating_are_the_resolvers_own():
     ]}
     for raw in ((REPO / "brands" / "brands.json").read_bytes(), json.dumps(tricky, ensure_ascii=False).encode()):
         parsed = parse_brands(raw, "brands.json")
-        assert parsed.name_keys == BrandResolver(parsed.brands)._by_key
+        assert parsed.name_keys == resolvers_own(parsed.brands)
 
 
 def test_collision_uses_nfc():

@@ -60,7 +60,7 @@ def test_every_stage_of_a_build_paces_and_the_result_is_the_same():
     plain = build_snapshot(raw, "brands.json")
     # Each brand validated, its names checked (the resolver's keys made then) and indexed for leaks.
     assert {name: calls.count(name) for name in set(calls)} == {
-        "_pace": 300, "_names_unique": 300, "__init__": 300,
+        "_pace": 300, "name_keys": 300, "__init__": 300,
     }
     assert paced.brands == plain.brands and paced.sha256 == plain.sha256
     assert paced.resolver._by_key == plain.resolver._by_key and paced.leaks._names == plain.leaks._names
