@@ -160,7 +160,7 @@ def describe_validation_error(exc: ValidationError, raw: object) -> str:
             where = f"{label}, field {field!r}" if field else label
         elif loc:
             where = "field " + ".".join(str(p) for p in loc)
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")  # our own checks' words, as they are
         if err["type"] == "extra_forbidden":
             message = "unknown field" + _closest_field(str(loc[-1]), len(loc))
         parts.append(f"{where}: {message}" if where else message)
