@@ -395,7 +395,7 @@ def main(args) -> None:
         variants = [raw + b" " * (k + 1) for k in range(BUSY_RELOADS)]
         phase, took, warm_took = ["idle"], [], []
 
-        def warm_up():
+        def warm_brands():
             fresh, pacer = store.snapshot, store.pacer
             for brand in fresh.brands[:WARM_BRANDS]:
                 with pacer.reloading():
@@ -408,7 +408,7 @@ def main(args) -> None:
                 if kind == "reload":
                     path.write_bytes(variants[k])
                 phase[0], t0 = kind, time.perf_counter()
-                store.reload() if kind == "reload" else warm_up()
+                store.reload() if kind == "reload" else warm_brands()
                 (took if kind == "reload" else warm_took).append(time.perf_counter() - t0)
                 phase[0] = "idle"
             time.sleep(IDLE_S)
