@@ -16,9 +16,8 @@ from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only 
 from app.brand_schema import Brand, name_keys, normalize_key
 from app.platforms import check_platform
 from app.reload_pacing import unpaced
-from app.thai import hashtags, thai_ratio
+from app.thai import THAI_LETTER, hashtags, thai_ratio
 
-_THAI = re.compile(r"[\u0E00-\u0E7F]")
 _MIN_THAI_LEAK = 3  # shorter Thai terms turn up inside ordinary words
 _KEY = 3  # terms are bucketed by their first 3 characters
 
@@ -98,7 +97,7 @@ class LeakIndex:
         self._names: dict[str, list[tuple[str, str]]] = {
             key: [(brands[i].name, label)]
             for key, (i, _, label) in (keys if keys is not None else name_keys(brands)).items()
-            if len(key) >= _MIN_THAI_LEAK or not _THAI.search(key)
+            if len(key) >= _MIN_THAI_LEAK or not THAI_LETTER.search(key)
         }
         self._tags: dict[str, list[tuple[str, str]]] = {}
         for brand in brands:

@@ -9,7 +9,6 @@ exact encode of the chosen block checks the sum; a tokenizer that merges across 
 after all gets the line-by-line exact fit instead, so the chosen items never differ.
 """
 
-import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +21,8 @@ from app.prompts import (
     profile_lines,
 )
 from app.reload_pacing import unpaced
-from app.thai import Dictionary, build_dictionary, tokenize
+from app.thai import THAI_LETTER, Dictionary, build_dictionary, tokenize
 
-_THAI = re.compile("[\u0e00-\u0e7f]")
 
 
 class BrandRetriever:
@@ -158,7 +156,7 @@ class _Index:
         # Word by word: a dictionary entry with spaces ("Viper X Pro Gaming Mouse") would make
         # one token that a query saying "gaming mouse" never matches. Only Thai words need the
         # dictionary; newmm already splits Latin text at spaces and script changes.
-        dictionary = build_dictionary({w for name in names for w in name.split() if _THAI.search(w)})
+        dictionary = build_dictionary({w for name in names for w in name.split() if THAI_LETTER.search(w)})
         # Segmenting is most of a build, a few ms of Python per post: it paces at every word
         # newmm looks up, so that a request's brand work never waits for a whole post.
         segmenting = dictionary if pace is unpaced else _Paced(dictionary, pace)

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 # \w misses Thai combining marks (category Mn), so the Thai block is named explicitly.
 HASHTAG = re.compile(r"#[\w\u0E00-\u0E7F]+")
+THAI_LETTER = re.compile(r"[\u0E00-\u0E7F]")  # one character of the Thai block
 _PUNCT_ONLY = re.compile(r"^[\W_]+$")
 
 
